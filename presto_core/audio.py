@@ -118,3 +118,31 @@ def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -
     noise = est - target
     ratio = target.pow(2).sum(-1) / (noise.pow(2).sum(-1) + eps)
     return (10.0 * torch.log10(ratio + eps)).to(estimate.dtype if estimate.is_floating_point() else torch.float32)
+
+
+def write_wav(path, audio: np.ndarray, sample_rate: int, settings: dict | None = None) -> None:
+    """Write mono float audio (N,) as 16-bit PCM WAV with ``settings`` as JSON in its comment
+    (RIFF INFO ICMT) so a downloaded clip remembers how it was made."""
+    import json
+
+    import soundfile as sf
+
+    with sf.SoundFile(str(path), "w", samplerate=int(sample_rate), channels=1, subtype="PCM_16", format="WAV") as f:
+        if settings is not None:
+            f.comment = json.dumps(settings, sort_keys=True)
+            f.software = "presto"
+        f.write(np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0))
+
+
+def read_wav_settings(path) -> dict | None:
+    """The generation settings stored by :func:`write_wav`, or None if the file has none."""
+    import json
+
+    import soundfile as sf
+
+    with sf.SoundFile(str(path)) as f:
+        comment = f.comment
+    try:
+        return json.loads(comment) if comment else None
+    except json.JSONDecodeError:
+        return None

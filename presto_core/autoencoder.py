@@ -170,14 +170,14 @@ class AudioVAE(nn.Module):
 
     def __init__(self, config: VAEConfig | None = None):
         super().__init__()
-        self.config = config or VAEConfig()
-        self.encoder = Encoder(self.config)
-        self.decoder = Decoder(self.config)
+        self.cfg = config or VAEConfig()
+        self.encoder = Encoder(self.cfg)
+        self.decoder = Decoder(self.cfg)
 
     # -- shapes -------------------------------------------------------------------------------
     def num_frames(self, n_samples: int) -> int:
         """Latent frames for ``n_samples`` audio samples: ceil(n_samples / hop)."""
-        return ceil_div(int(n_samples), self.config.hop)
+        return ceil_div(int(n_samples), self.cfg.hop)
 
     def _check_wav(self, wav: torch.Tensor) -> None:
         if not isinstance(wav, torch.Tensor) or wav.dim() != 3 or wav.shape[1] != 1 or wav.shape[-1] < 1:
@@ -185,7 +185,7 @@ class AudioVAE(nn.Module):
             raise PrestoError(f"AudioVAE expects mono audio shaped (B, 1, N) with N >= 1, got {shape}")
 
     def _check_latents(self, z: torch.Tensor) -> None:
-        c = self.config.latent_channels
+        c = self.cfg.latent_channels
         if not isinstance(z, torch.Tensor) or z.dim() != 3 or z.shape[1] != c or z.shape[-1] < 1:
             shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
             raise PrestoError(f"AudioVAE expects latents shaped (B, {c}, T) with T >= 1, got {shape}")
@@ -199,7 +199,7 @@ class AudioVAE(nn.Module):
         """
         self._check_wav(wav)
         n = wav.shape[-1]
-        pad = self.num_frames(n) * self.config.hop - n
+        pad = self.num_frames(n) * self.cfg.hop - n
         if pad:
             wav = nn.functional.pad(wav, (0, pad))
         mean, logvar = self.encoder(wav).float().chunk(2, dim=1)
@@ -238,11 +238,11 @@ class AudioVAE(nn.Module):
         """
         mean, logvar = self.encode(wav)
         z = self.sample(mean, logvar, generator) if sample else mean
-        return z * self.config.latent_scale
+        return z * self.cfg.latent_scale
 
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
         """(B, C, T) diffusion-space latents -> (B, 1, T * hop) audio (divides by latent_scale)."""
-        return self.decode(z / self.config.latent_scale)
+        return self.decode(z / self.cfg.latent_scale)
 
     def num_params(self) -> dict[str, int]:
         """Trainable parameter counts: {"encoder", "decoder", "total"}."""

@@ -1,0 +1,260 @@
+"""PrestoPipeline: prompt -> text tokens -> sampler over the score model/generator -> VAE -> CLAP.
+
+One pipeline holds one model folder (see :mod:`presto_core.checkpoint`): a VAE, a text encoder,
+optionally a CLAP model, and one or more *variants* (base score model, Presto-L, Presto-S,
+Presto-LS), each a DiT component plus how to sample it. Everything is loaded once in
+:meth:`PrestoPipeline.from_pretrained`; :meth:`PrestoPipeline.generate` is then stateless apart
+from the models, so one pipeline can serve many requests (one at a time per device).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from presto_core import checkpoint as ckpt
+from presto_core.budget import DropSchedule
+from presto_core.edm import EDMConfig, Precond, karras_ramp, karras_sigmas
+from presto_core.errors import PrestoError
+from presto_core.request import GenerationRequest, VariantSpec
+from presto_core.samplers import batched_guidance, get_sampler
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Clip:
+    """One generated clip: mono float32 audio (N,) at the pipeline's sample rate."""
+
+    audio: np.ndarray
+    clap_score: Optional[float]
+    candidate: int
+
+
+@dataclass
+class GenerationResult:
+    """Clips best-first, the sample rate (Hz), the exact settings that reproduce them (JSON-able),
+    per-stage latency in seconds and the real-time factor (seconds of audio per second)."""
+
+    clips: list[Clip]
+    sample_rate: int
+    settings: dict
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def rtf(self) -> float:
+        audio_s = self.settings["duration"] * self.settings["candidates"]
+        return audio_s / max(self.timings.get("total", 0.0), 1e-9)
+
+
+def _resolve_device(device) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise PrestoError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PrestoError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def _resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    if precision not in ("auto", "bf16", "fp32"):
+        raise PrestoError(f"precision must be one of 'auto', 'bf16', 'fp32', got {precision!r}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # bf16 autocast roughly halves CPU time where the CPU has native bf16 (AVX512-BF16 / AMX).
+    native = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+    return torch.bfloat16 if "AVX512" in native.upper() else None
+
+
+class PrestoPipeline:
+    """Text-to-music generation with a Presto model folder. Build with :meth:`from_pretrained`."""
+
+    def __init__(self, *, vae, text_encoder, variants: dict, default_variant: str, clap=None,
+                 prompts: list | None = None, device="cpu", autocast_dtype=None, max_duration: float = 32.0,
+                 source: str = ""):
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.clap = clap
+        self.variants = variants  # name -> (VariantSpec, Precond)
+        self.default_variant = default_variant
+        self.prompts = prompts or []
+        self.device = torch.device(device)
+        self.autocast_dtype = autocast_dtype
+        self.max_duration = max_duration
+        self.source = source
+
+    # -----------------------------------------------------------------------------------------
+    # Loading
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | Path, device="auto", precision: str = "auto",
+                        variants: list[str] | None = None, revision: str | None = None,
+                        cache_dir: str | None = None) -> "PrestoPipeline":
+        """Load a model folder or hub repository (same layout). ``variants`` restricts which
+        score models/generators are loaded (default: all). Raises PrestoError on any problem."""
+        from presto_core.text import load_text_encoder
+
+        dev = _resolve_device(device)
+        folder = ckpt.resolve_model_dir(path_or_hub_id, revision=revision, cache_dir=cache_dir)
+        index = ckpt.read_index(folder)
+        comps = index["components"]
+
+        def load(name):
+            if name not in comps:
+                raise PrestoError(f"{folder}: model_index.json names no component {name!r}")
+            entry = comps[name]
+            module, meta = ckpt.load_component(folder / entry["path"], entry.get("sha256"), device=dev)
+            return module, meta
+
+        vae, _ = load("vae")
+        wanted = variants or list(index["variants"])
+        loaded = {}
+        for name in wanted:
+            if name not in index["variants"]:
+                raise PrestoError(f"unknown variant {name!r}; this model has {sorted(index['variants'])}")
+            spec = VariantSpec.from_dict(name, index["variants"][name])
+            dit, meta = load(spec.component)
+            edm = ckpt.config_from_dict(EDMConfig, meta.get("edm", {}))
+            precond = Precond(dit, sigma_data=edm.sigma_data).eval()
+            loaded[name] = (spec.with_edm(edm), precond)
+        default = index["default_variant"] if index["default_variant"] in loaded else next(iter(loaded))
+        clap = None
+        text_encoder = load_text_encoder(index.get("text_encoder", {"kind": "minilm"}), device=dev)
+        if "clap" in comps:
+            from presto_core.clap import EmbeddedClapScorer
+
+            clap_model, _ = load("clap")
+            clap = EmbeddedClapScorer(clap_model, text_encoder)
+        prompts = []
+        if index.get("prompts") and (folder / index["prompts"]).is_file():
+            prompts = json.loads((folder / index["prompts"]).read_text())
+        return cls(vae=vae, text_encoder=text_encoder, variants=loaded, default_variant=default, clap=clap,
+                   prompts=prompts, device=dev, autocast_dtype=_resolve_precision(precision, dev),
+                   max_duration=float(index.get("max_duration", 32.0)), source=str(path_or_hub_id))
+
+    @property
+    def sample_rate(self) -> int:
+        return self.vae.cfg.sample_rate
+
+    @property
+    def variant_names(self) -> list[str]:
+        return list(self.variants)
+
+    # -----------------------------------------------------------------------------------------
+    # Generation
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _denoiser(self, spec: VariantSpec, precond: Precond, text, mask, bpm: float, b: int, guidance: float,
+                  drop_schedule=None):
+        """The denoiser callable D(x, sigma) for this variant: layer budget from sigma, and
+        batched CFG/CFG++ for score models (one forward over [cond; uncond])."""
+        depth = precond.backbone.cfg.depth
+        counts = drop_schedule or spec.drop_schedule
+        schedule = DropSchedule.scaled(counts, depth) if counts else None
+        bpm_t = torch.full((b,), float(bpm), device=self.device)
+
+        def forward(x, sigma, uncond):
+            k = schedule(float(sigma)) if schedule is not None else 0
+            n = x.shape[0]
+            reps = n // text.shape[0]
+            with self._autocast():
+                return precond(x, sigma, text=text.repeat(reps, 1, 1), text_mask=mask.repeat(reps, 1),
+                               bpm=bpm_t.repeat(reps), uncond=uncond, layers_dropped=k).float()
+
+        if spec.guidance_kind == "none":
+            return lambda x, sigma: forward(x, sigma, None)
+        uncond = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(self.device)
+        return batched_guidance(lambda x2, sigma: forward(x2, sigma, uncond), guidance,
+                                plus_plus=spec.guidance_kind == "cfg_pp")
+
+    @torch.no_grad()
+    def generate(self, request: GenerationRequest | None = None, progress: Progress | None = None,
+                 **kwargs) -> GenerationResult:
+        """Generate clips for ``request`` (or keyword arguments of :class:`GenerationRequest`).
+
+        Returns the ``num_clips`` best of ``ceil(num_clips / (1 - reject_ratio))`` candidates by
+        CLAP score, each mono float32 audio of ``duration`` seconds. Bad values raise PrestoError.
+        """
+        req = request if request is not None else GenerationRequest(**kwargs)
+        req = req.validated(self)
+        spec, precond = self.variants[req.variant]
+        progress = progress or (lambda stage, i, n: None)
+        t0 = time.perf_counter()
+        timings = {}
+
+        from presto_core.clap import num_candidates, select_best
+
+        n_cand = num_candidates(req.num_clips, req.reject_ratio)
+        seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+
+        progress("text", 0, 1)
+        text, mask = self.text_encoder.encode([req.prompt], device=self.device)
+        text = text.expand(n_cand, -1, -1)
+        mask = mask.expand(n_cand, -1)
+        timings["text"] = time.perf_counter() - t0
+
+        # Latents and the schedule; variations start part-way down from the encoded audio.
+        t1 = time.perf_counter()
+        sr, hop = self.vae.cfg.sample_rate, self.vae.cfg.hop
+        n_samples = int(round(req.duration * sr))
+        frames = math.ceil(n_samples / hop)
+        sigma_start = spec.edm.sigma_max
+        z_init = None
+        if req.init_audio is not None:
+            sigma_start = float(karras_ramp(torch.tensor(1.0 - req.strength, dtype=torch.float64),
+                                            spec.edm.sigma_min, spec.edm.sigma_max, req.rho))
+            wav = torch.from_numpy(req.init_audio_at(sr)[:n_samples]).float().to(self.device)
+            wav = torch.nn.functional.pad(wav, (0, frames * hop - wav.shape[-1]))
+            z_init = self.vae.encode_latents(wav.view(1, 1, -1)).expand(n_cand, -1, -1)
+        sigmas = karras_sigmas(req.steps, spec.edm.sigma_min, sigma_start, req.rho, device=self.device)
+        noise = torch.randn(n_cand, self.vae.cfg.latent_channels, frames, generator=gen, device=self.device)
+        x = noise * sigmas[0].float() if z_init is None else z_init + noise * sigmas[0].float()
+        denoiser = self._denoiser(spec, precond, text, mask, req.bpm, n_cand, req.guidance, req.drop_schedule)
+        sampler = get_sampler(spec.sampler)
+        z = sampler(denoiser, x, sigmas, generator=gen,
+                    callback=lambda i, n, _x: progress("generation", i + 1, n))
+        timings["generation"] = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        progress("decoding", 0, 1)
+        with self._autocast():
+            audio = self.vae.decode_latents(z.float()).float()[:, 0, :n_samples]
+        audio = audio.clamp(-1.0, 1.0)
+        timings["decoding"] = time.perf_counter() - t2
+
+        t3 = time.perf_counter()
+        scores = None
+        if self.clap is not None:
+            progress("clap", 0, 1)
+            scores = self.clap.score([req.prompt] * n_cand, audio, sr).float().cpu()
+            order = select_best(scores, req.num_clips).tolist()
+        else:
+            order = list(range(req.num_clips))
+        timings["clap"] = time.perf_counter() - t3
+        timings["total"] = time.perf_counter() - t0
+
+        audio_np = audio.cpu().numpy().astype(np.float32)
+        clips = [Clip(audio_np[i], None if scores is None else float(scores[i]), i) for i in order]
+        settings = req.settings(seed=seed, steps=req.steps, candidates=n_cand, model=self.source,
+                                sampler=spec.sampler)
+        return GenerationResult(clips=clips, sample_rate=sr, settings=settings, timings=timings)

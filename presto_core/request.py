@@ -1,0 +1,170 @@
+"""What a person asks for (GenerationRequest) and how a model variant is sampled (VariantSpec).
+
+Every field a person can set is validated here, once, with PrestoError messages that name the
+allowed range, so the command line, the Python API and the web app all reject bad input the same
+way before any model runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from presto_core.edm import EDMConfig
+from presto_core.errors import PrestoError, check_number
+
+LIMITS = {
+    "bpm": (40.0, 240.0),
+    "duration": (1.0, 32.0),
+    "steps": (1, 100),
+    "rho": (1.0, 1000.0),
+    "reject_ratio": (0.0, 0.9),
+    "num_clips": (1, 8),
+    "seed": (0, 2**31 - 1),
+    "strength": (0.01, 1.0),
+    "prompt_chars": (1, 500),
+    "candidates": (1, 32),
+}
+SAMPLERS = ("euler", "heun", "dpmpp_2s", "pingpong")
+GUIDANCE = ("none", "cfg", "cfg_pp")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """How to sample one model variant: its DiT component, sampler, default steps, guidance
+    (kind and scale) and an optional layer-drop schedule (five counts at the 28-layer scale)."""
+
+    name: str
+    component: str
+    sampler: str = "dpmpp_2s"
+    steps: int = 16
+    guidance_kind: str = "cfg_pp"
+    guidance_scale: float = 0.8
+    drop_schedule: Optional[tuple[int, ...]] = None
+    edm: EDMConfig = field(default_factory=EDMConfig)
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> "VariantSpec":
+        """Parse one entry of model_index.json's ``variants``."""
+        try:
+            g = d.get("guidance") or {"kind": "none", "scale": 0.0}
+            spec = cls(name=name, component=d["component"], sampler=d.get("sampler", "dpmpp_2s"),
+                       steps=int(d.get("steps", 16)), guidance_kind=g.get("kind", "none"),
+                       guidance_scale=float(g.get("scale", 0.0)),
+                       drop_schedule=tuple(d["drop_schedule"]) if d.get("drop_schedule") else None)
+        except (KeyError, TypeError, ValueError) as e:
+            raise PrestoError(f"corrupt variant {name!r} in model_index.json: {e}") from None
+        if spec.sampler not in SAMPLERS:
+            raise PrestoError(f"variant {name!r}: sampler must be one of {SAMPLERS}, got {spec.sampler!r}")
+        if spec.guidance_kind not in GUIDANCE:
+            raise PrestoError(f"variant {name!r}: guidance must be one of {GUIDANCE}, got {spec.guidance_kind!r}")
+        return spec
+
+    def with_edm(self, edm: EDMConfig) -> "VariantSpec":
+        return dataclasses.replace(self, edm=edm)
+
+    def to_dict(self) -> dict:
+        return {"component": self.component, "sampler": self.sampler, "steps": self.steps,
+                "guidance": {"kind": self.guidance_kind, "scale": self.guidance_scale},
+                "drop_schedule": list(self.drop_schedule) if self.drop_schedule else None}
+
+
+@dataclass
+class GenerationRequest:
+    """One generation. ``steps``/``variant``/``guidance`` of None take the variant's defaults;
+    ``seed`` None draws one (reported in the result's settings). ``init_audio`` (mono float
+    array at ``init_sr`` Hz) with ``strength`` in (0, 1] makes a variation: 1 ignores the audio,
+    small values stay close to it. ``drop_schedule`` overrides a layer-budget variant's five
+    per-quintile drop counts (at the 28-layer reference scale, noisiest quintile first)."""
+
+    prompt: str
+    bpm: float = 120.0
+    duration: float = 10.0
+    steps: Optional[int] = None
+    rho: float = 7.0
+    reject_ratio: float = 0.0
+    seed: Optional[int] = None
+    num_clips: int = 1
+    variant: Optional[str] = None
+    guidance: Optional[float] = None
+    init_audio: Optional[np.ndarray] = None
+    init_sr: Optional[int] = None
+    strength: float = 1.0
+    drop_schedule: Optional[tuple[int, ...]] = None
+
+    def validated(self, pipe) -> "GenerationRequest":
+        """A copy with defaults resolved against ``pipe`` and every value checked."""
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise PrestoError("prompt must be a non-empty text, e.g. 'mellow lo-fi beat with Rhodes chords'")
+        lo, hi = LIMITS["prompt_chars"]
+        if len(self.prompt) > hi:
+            raise PrestoError(f"prompt must be {lo} to {hi} characters, got {len(self.prompt)}")
+        variant = self.variant if self.variant is not None else pipe.default_variant
+        if variant not in pipe.variants:
+            raise PrestoError(f"model variant must be one of {pipe.variant_names}, got {variant!r}")
+        spec = pipe.variants[variant][0]
+        max_dur = min(LIMITS["duration"][1], pipe.max_duration)
+        out = dataclasses.replace(
+            self,
+            prompt=self.prompt.strip(),
+            variant=variant,
+            bpm=check_number("bpm", self.bpm, *LIMITS["bpm"]),
+            duration=check_number("duration (seconds)", self.duration, LIMITS["duration"][0], max_dur),
+            steps=check_number("steps", spec.steps if self.steps is None else self.steps, *LIMITS["steps"],
+                               integer=True),
+            rho=check_number("rho", self.rho, *LIMITS["rho"]),
+            reject_ratio=check_number("reject_ratio", self.reject_ratio, *LIMITS["reject_ratio"]),
+            num_clips=check_number("number of clips", self.num_clips, *LIMITS["num_clips"], integer=True),
+            seed=None if self.seed is None else check_number("seed", self.seed, *LIMITS["seed"], integer=True),
+            strength=check_number("strength", self.strength, *LIMITS["strength"]),
+        )
+        if self.drop_schedule is not None:
+            if not pipe.variants[variant][1].backbone.cfg.budget_conditioning:
+                raise PrestoError(f"variant {variant!r} has no layer-budget conditioning; "
+                                  "a layer-drop schedule needs Presto-L or Presto-LS")
+            from presto_core.budget import check_schedule
+
+            out.drop_schedule = check_schedule(self.drop_schedule)
+        if spec.guidance_kind == "none":
+            if self.guidance not in (None, 0, 0.0):
+                raise PrestoError(f"variant {variant!r} is a distilled generator and takes no guidance scale")
+            out.guidance = 0.0
+        else:
+            hi = 1.0 if spec.guidance_kind == "cfg_pp" else 20.0
+            g = spec.guidance_scale if self.guidance is None else self.guidance
+            out.guidance = check_number(f"guidance ({spec.guidance_kind})", g, 0.0, hi)
+        if out.reject_ratio > 0 and pipe.clap is None:
+            raise PrestoError("reject_ratio > 0 needs a CLAP model, and this model folder has none; use 0")
+        from presto_core.clap import num_candidates
+
+        n = num_candidates(out.num_clips, out.reject_ratio)
+        if n > LIMITS["candidates"][1]:
+            raise PrestoError(f"num_clips / (1 - reject_ratio) must be at most {LIMITS['candidates'][1]} candidates, "
+                              f"got {n}; lower the number of clips or the reject ratio")
+        if self.init_audio is not None:
+            audio = np.asarray(self.init_audio, dtype=np.float32)
+            if audio.ndim == 2:  # (N, channels) as soundfile reads it
+                audio = audio.mean(axis=1)
+            if audio.ndim != 1 or audio.size == 0 or not np.isfinite(audio).all():
+                raise PrestoError("init audio must be a non-empty, finite mono or stereo waveform")
+            out.init_sr = check_number("init audio sample rate", self.init_sr, 8000, 192000, integer=True)
+            out.init_audio = audio
+        return out
+
+    def init_audio_at(self, sr: int) -> np.ndarray:
+        """The init audio resampled to ``sr`` Hz, peak-limited to [-1, 1]. Shape (N,)."""
+        from presto_core.audio import resample
+
+        audio = self.init_audio if self.init_sr == sr else resample(self.init_audio, self.init_sr, sr)
+        peak = float(np.abs(audio).max()) if audio.size else 0.0
+        return (audio / peak if peak > 1.0 else audio).astype(np.float32)
+
+    def settings(self, **resolved) -> dict:
+        """JSON-able settings that reproduce this generation (init audio is described, not embedded)."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("init_audio", "init_sr")}
+        d["variation"] = self.init_audio is not None
+        d.update(resolved)
+        return d

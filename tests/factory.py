@@ -1,0 +1,72 @@
+"""Build tiny, randomly initialised Presto model folders for tests of the loading and
+generation plumbing (never for claims about trained behaviour)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from presto_core import checkpoint as ckpt
+from presto_core.autoencoder import AudioVAE, VAEConfig
+from presto_core.dit import DiT, DiTConfig
+from presto_core.edm import EDMConfig
+
+MICRO_VAE = dict(sample_rate=16000, hop=320, latent_channels=8, enc_channels=(8, 16, 16, 32, 32),
+                 enc_strides=(2, 4, 5, 8), dec_dim=32, dec_blocks=1, dec_upsample=4, dec_up_dim=16,
+                 dec_up_blocks=1)
+MICRO_DIT = dict(latent_channels=8, dim=64, depth=4, heads=2, text_dim=384, freq_dim=64)
+
+VARIANTS = {
+    "base": {"component": "base", "sampler": "dpmpp_2s", "steps": 4, "guidance": {"kind": "cfg_pp", "scale": 0.8}},
+    "presto-l": {"component": "presto_l", "sampler": "dpmpp_2s", "steps": 4,
+                 "guidance": {"kind": "cfg_pp", "scale": 0.8}, "drop_schedule": [14, 12, 8, 4, 0]},
+    "presto-s": {"component": "presto_s", "sampler": "pingpong", "steps": 2, "guidance": {"kind": "none"}},
+    "presto-ls": {"component": "presto_ls", "sampler": "pingpong", "steps": 2, "guidance": {"kind": "none"},
+                  "drop_schedule": [12, 8, 8, 0, 0]},
+}
+
+
+def _perturb(module: torch.nn.Module, seed: int, scale: float = 0.02) -> None:
+    """Give zero-initialised output layers small random values so outputs depend on inputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+
+
+def make_model_folder(folder: str | Path, variants=("base", "presto-ls"), with_clap: bool = True,
+                      default_variant: str | None = None, seed: int = 0) -> Path:
+    """Write a complete micro model folder (VAE, DiT per variant, optional CLAP, prompts)."""
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    comps = {}
+    vae_cfg = VAEConfig(**MICRO_VAE)
+    comps["vae"] = {"path": "vae", "sha256": ckpt.save_component(folder / "vae", AudioVAE(vae_cfg), vae_cfg)}
+    for i, name in enumerate(variants):
+        spec = VARIANTS[name]
+        cfg = DiTConfig(**MICRO_DIT, budget_conditioning=bool(spec.get("drop_schedule")))
+        dit = DiT(cfg)
+        _perturb(dit, seed + i)
+        comps[spec["component"]] = {
+            "path": spec["component"],
+            "sha256": ckpt.save_component(folder / spec["component"], dit, cfg,
+                                          meta={"edm": ckpt.config_to_dict(EDMConfig())}),
+        }
+    if with_clap:
+        from presto_core.clap import ClapConfig, EmbeddedClap
+
+        ccfg = ClapConfig()
+        comps["clap"] = {"path": "clap", "sha256": ckpt.save_component(folder / "clap", EmbeddedClap(ccfg), ccfg)}
+    (folder / "prompts.json").write_text(json.dumps([{"prompt": "dreamy ambient pad, 70 BPM", "bpm": 70}]))
+    ckpt.write_index(folder, {
+        "components": comps,
+        "text_encoder": {"kind": "minilm", "max_tokens": 64},
+        "variants": {v: VARIANTS[v] for v in variants},
+        "default_variant": default_variant or variants[0],
+        "prompts": "prompts.json",
+        "sample_rate": vae_cfg.sample_rate,
+        "max_duration": 32.0,
+    })
+    return folder
