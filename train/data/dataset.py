@@ -1,0 +1,162 @@
+"""Audio dataset format and the waveform-crop dataset used to train the VAE (and, without a
+latent cache, the diffusion model).
+
+Dataset folder convention
+-------------------------
+    DIR/metadata.jsonl   one JSON object per line, paths relative to DIR:
+        path      (str, required)  audio file readable by soundfile (wav, flac, ogg ...)
+        caption   (str) and/or captions (list[str], several phrasings)  -- at least one
+        bpm       (float > 0, required)  quarter notes per minute
+        split     "train" | "heldout"  (optional; missing means "train")
+        key, mode, genre, instruments, duration ... (optional, passed through)
+    DIR/heldout_prompts.json  (optional) example prompts of the held-out split
+
+One file holds both splits; `read_metadata(DIR, split)` filters by the `split` field.
+Any sample rate / channel count is accepted: crops are resampled and mixed down to mono.
+
+Randomness: every random choice of item `i` comes from numpy's generator seeded with
+(seed, epoch, i), so results do not depend on worker count or order; call `set_epoch`
+each epoch (like DistributedSampler) to get fresh crops.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import Dataset
+
+from train.data.augment import AugmentConfig, apply, augment_labels, rms_normalize
+
+_MARGIN_S = 0.1  # extra audio read on both sides so STFT edges fall outside the crop
+
+
+def read_metadata(root: str | os.PathLike, split: str | None = "train") -> list[dict]:
+    """Validated records of DIR/metadata.jsonl (optionally of one split).
+
+    Each record gains `abs_path` and `captions` (a list, built from `caption` if needed).
+    Raises ValueError naming the line for malformed records.
+    """
+    root = Path(root)
+    meta = root / "metadata.jsonl"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta} not found (a dataset folder needs metadata.jsonl)")
+    out = []
+    with open(meta) as f:
+        for ln, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{meta}:{ln}: not JSON ({exc})") from exc
+            caps = rec.get("captions") or ([rec["caption"]] if rec.get("caption") else [])
+            if "path" not in rec or not caps or not all(isinstance(c, str) and c for c in caps):
+                raise ValueError(f"{meta}:{ln}: needs 'path' and a non-empty 'caption' or 'captions'")
+            try:
+                bpm = float(rec["bpm"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{meta}:{ln}: needs a numeric 'bpm'") from exc
+            if not 0 < bpm < 1000:
+                raise ValueError(f"{meta}:{ln}: bpm {bpm} outside (0, 1000)")
+            rec.setdefault("split", "train")
+            if split is not None and rec["split"] != split:
+                continue
+            rec.update(captions=list(caps), bpm=bpm, abs_path=str(root / rec["path"]))
+            out.append(rec)
+    return out
+
+
+def load_mono(path: str, sample_rate: int, start_s: float = 0.0, seconds: float | None = None) -> np.ndarray:
+    """Read [start_s, start_s + seconds) of a file (zero-padded past the end), mix down to
+    mono and resample to `sample_rate`. Returns float32 (N,)."""
+    info = sf.info(path)
+    start = max(int(round(start_s * info.samplerate)), 0)
+    frames = -1 if seconds is None else int(math.ceil(seconds * info.samplerate))
+    wav, sr = sf.read(path, start=min(start, info.frames), frames=frames, dtype="float32", always_2d=True)
+    wav = wav.mean(axis=1)
+    if frames > 0 and len(wav) < frames:
+        wav = np.pad(wav, (0, frames - len(wav)))
+    if sr != sample_rate:
+        import librosa
+
+        wav = librosa.resample(wav, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
+    return wav.astype(np.float32, copy=False)
+
+
+class AudioDataset(Dataset):
+    """Random mono crops of `seconds` at `sample_rate` with optional pitch/tempo augmentation.
+
+    Item: dict(wav=(1, N) float32 tensor, caption=str (one random phrasing, rewritten to
+    the augmented BPM/key), bpm=float, key, mode, genre, path, start_s, stretch, semitones).
+    Loudness: RMS normalised to `target_db` dBFS (peak-limited, see augment.rms_normalize).
+    """
+
+    def __init__(self, root: str | os.PathLike, seconds: float, sample_rate: int = 44100,
+                 split: str | None = "train", augment: AugmentConfig | None = None,
+                 target_db: float | None = -20.0, seed: int = 0):
+        self.items = read_metadata(root, split)
+        if not self.items:
+            raise ValueError(f"no items with split={split!r} in {root}")
+        self.seconds, self.sample_rate = float(seconds), int(sample_rate)
+        self.n = int(round(self.seconds * self.sample_rate))
+        self.augment, self.target_db, self.seed, self.epoch = augment, target_db, int(seed), 0
+        self._durations: dict[int, float] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the crops/augmentations drawn for every item (deterministically)."""
+        self.epoch = int(epoch)
+
+    def _duration(self, i: int) -> float:
+        if i not in self._durations:
+            self._durations[i] = sf.info(self.items[i]["abs_path"]).duration
+        return self._durations[i]
+
+    def __getitem__(self, i: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        item = self.items[i]
+        rate, semis = self.augment.sample(rng) if self.augment else (1.0, 0)
+        need = self.seconds * rate  # source seconds that become `seconds` after stretching
+        start = float(rng.uniform(0.0, max(self._duration(i) - need, 0.0)))
+        margin = min(_MARGIN_S, start)
+        wav = load_mono(item["abs_path"], self.sample_rate, start - margin, need + margin + _MARGIN_S)
+        wav = apply(wav, self.sample_rate, rate, semis)
+        off = int(round(margin * self.sample_rate / rate))
+        wav = wav[off: off + self.n]
+        if len(wav) < self.n:
+            wav = np.pad(wav, (0, self.n - len(wav)))
+        if self.target_db is not None:
+            wav = rms_normalize(wav, self.target_db)
+        labels = augment_labels(item, rate, semis)
+        caption = labels["captions"][int(rng.integers(len(labels["captions"])))]
+        return {"wav": torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))[None],
+                "caption": caption, "bpm": labels["bpm"], "key": labels.get("key"),
+                "mode": item.get("mode"), "genre": item.get("genre"), "path": item["path"],
+                "start_s": start, "stretch": rate, "semitones": semis}
+
+
+def collate(batch: list[dict]) -> dict:
+    """Stack a list of items: tensors -> (B, ...) tensor, numbers -> float32/int64 (B,)
+    tensors, everything else -> list. Works for AudioDataset and LatentDataset items."""
+    out = {}
+    for k in batch[0]:
+        vals = [b[k] for b in batch]
+        if isinstance(vals[0], torch.Tensor):
+            out[k] = torch.stack(vals)
+        elif all(isinstance(v, bool) for v in vals):
+            out[k] = vals
+        elif all(isinstance(v, int) for v in vals):
+            out[k] = torch.tensor(vals, dtype=torch.int64)
+        elif all(isinstance(v, (int, float)) for v in vals):
+            out[k] = torch.tensor(vals, dtype=torch.float32)
+        else:
+            out[k] = vals
+    return out
