@@ -1,0 +1,1 @@
+"""The Presto web app (Gradio): layout in ui.py, endpoints in handlers.py, model access in engine.py."""

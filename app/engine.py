@@ -1,0 +1,232 @@
+"""The model side of the app: one loaded PrestoPipeline behind a lock, the speed/quality presets
+(steps and layer budget picked together) and a latency model calibrated at start-up.
+
+Latency model, per variant and stage:
+  text: a constant; generation: per_call * denoiser calls + per_gflop * DiT FLOPs, the FLOPs
+  counted from the DiT's shape, the blocks that run at each call's sigma (drop schedule), the
+  candidates and the latent frames (attention grows with frames^2); decoding: a + b * frames x
+  candidates; CLAP:
+  a + b * seconds of audio x candidates. Two warm-up generations per variant at start-up fit the
+  coefficients on the current device; every generation served then nudges a common correction
+  factor (load from other processes moves all stages alike).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+from presto_core.budget import D3, DropSchedule
+from presto_core.edm import karras_ramp, karras_sigmas
+from presto_core.errors import PrestoError
+from presto_core.request import LIMITS, GenerationRequest
+
+LABELS = {"base": "Base (teacher)", "presto-l": "Presto-L", "presto-s": "Presto-S", "presto-ls": "Presto-LS"}
+ORDER = ("presto-ls", "presto-s", "presto-l", "base")
+# Speed/quality dial: (steps as a multiple of the variant's default, drop counts at the 28-layer scale;
+# None = the variant's own schedule). Only variants with budget conditioning use the counts.
+QUALITY = {
+    "sketch": (0.5, (20, 16, 12, 8, 4)),
+    "fast": (0.75, D3),
+    "balanced": (1.0, None),
+    "best": (2.0, (0, 0, 0, 0, 0)),
+}
+CUSTOM = "custom"
+_LEARN_RATE = 0.3  # weight of the newest generation in the running latency correction
+_EVALS_EXTRA = {"heun", "dpmpp_2s"}  # second denoiser call per step, except the last step to 0
+
+
+@dataclass
+class Fit:
+    a: float = 0.0
+    b: float = 0.0
+
+    def __call__(self, work: float) -> float:
+        return max(self.a + self.b * work, 0.0)
+
+    @staticmethod
+    def from_points(p1: tuple[float, float], p2: tuple[float, float]) -> "Fit":
+        (w1, t1), (w2, t2) = p1, p2
+        if w2 > w1 and t2 > t1:
+            b = (t2 - t1) / (w2 - w1)
+            return Fit(max(t1 - b * w1, 0.0), b)
+        # Noisy timings: proportional to the larger run, which warm-up effects distort least.
+        return Fit(0.0, (t2 / w2) if w2 > 0 else 0.0)
+
+
+class GenFit:
+    """generation seconds = per_call * denoiser calls + per_gflop * DiT GFLOPs (both >= 0)."""
+
+    def __init__(self, per_call: float, per_gflop: float):
+        self.per_call, self.per_gflop = per_call, per_gflop
+
+    def __call__(self, work: dict) -> float:
+        return self.per_call * work["gen_calls"] + self.per_gflop * work["gen_gflop"]
+
+    def __repr__(self):
+        return f"GenFit(per_call={self.per_call:.3g}, per_gflop={self.per_gflop:.3g})"
+
+    @staticmethod
+    def from_points(w1: dict, t1: float, w2: dict, t2: float) -> "GenFit":
+        """Solve through two timings; when the noise gives no non-negative solution, charge
+        everything to FLOPs at the larger run (least distorted by warm-up)."""
+        c1, f1, c2, f2 = w1["gen_calls"], w1["gen_gflop"], w2["gen_calls"], w2["gen_gflop"]
+        det = c1 * f2 - c2 * f1
+        if abs(det) > 1e-12:
+            per_call, per_gflop = (t1 * f2 - t2 * f1) / det, (c1 * t2 - c2 * t1) / det
+            if per_call >= 0 and per_gflop >= 0:
+                return GenFit(per_call, per_gflop)
+        return GenFit(0.0, t2 / f2 if f2 > 0 else 0.0)
+
+
+class Engine:
+    """Owns the pipeline (loaded once, built in app.main) and serialises access to it."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self._lock = threading.Lock()
+        self.fits: dict[str, dict[str, Fit]] = {}
+        self.calibration_s = 0.0
+        self.correction = 1.0
+
+    # -- variants ---------------------------------------------------------------------------
+    @property
+    def variants(self) -> list[str]:
+        names = self.pipe.variant_names
+        known = [v for v in ORDER if v in names]
+        return known + [v for v in names if v not in known]
+
+    def label(self, variant: str) -> str:
+        return LABELS.get(variant, variant)
+
+    def choices(self) -> list[tuple[str, str]]:
+        return [(self.label(v), v) for v in self.variants]
+
+    def spec(self, variant: str):
+        if variant not in self.pipe.variants:
+            raise PrestoError(f"model variant must be one of {self.variants}, got {variant!r}")
+        return self.pipe.variants[variant][0]
+
+    def depth(self, variant: str) -> int:
+        return int(self.pipe.variants[variant][1].backbone.cfg.depth)
+
+    def has_budget(self, variant: str) -> bool:
+        return bool(self.pipe.variants[variant][1].backbone.cfg.budget_conditioning)
+
+    def default_steps(self, variant: str) -> int:
+        return int(self.spec(variant).steps)
+
+    @property
+    def device(self) -> str:
+        return str(self.pipe.device)
+
+    # -- speed/quality dial -----------------------------------------------------------------
+    def preset(self, variant: str, quality: str) -> tuple[int, tuple[int, ...] | None]:
+        """(steps, drop-schedule override or None) for a dial position on ``variant``."""
+        if quality not in QUALITY:
+            raise PrestoError(f"quality must be one of {list(QUALITY)}, got {quality!r}")
+        factor, drop = QUALITY[quality]
+        lo, hi = LIMITS["steps"]
+        steps = int(min(hi, max(lo, math.floor(self.default_steps(variant) * factor + 0.5))))
+        return steps, (tuple(drop) if drop is not None and self.has_budget(variant) else None)
+
+    def active_fraction(self, variant: str, steps: int, rho: float, drop=None,
+                        strength: float = 1.0) -> tuple[float, int]:
+        """(mean fraction of DiT blocks that run per denoiser call, number of calls)."""
+        spec = self.spec(variant)
+        sig = self._sigmas(spec, steps, rho, strength)
+        calls = []
+        for s, s_next in zip(sig, sig[1:]):
+            calls.append(s)
+            if spec.sampler in _EVALS_EXTRA and s_next > 0:
+                calls.append(math.sqrt(s * s_next) if spec.sampler == "dpmpp_2s" else s_next)
+        counts = drop or spec.drop_schedule
+        if not counts or not self.has_budget(variant):
+            return 1.0, len(calls)
+        depth = self.depth(variant)
+        sched = DropSchedule.scaled(counts, depth, spec.edm)
+        kept = [sched.kept(float(s)) / depth for s in calls]
+        return sum(kept) / len(kept), len(calls)
+
+    @staticmethod
+    def _sigmas(spec, steps: int, rho: float, strength: float = 1.0) -> list[float]:
+        top = spec.edm.sigma_max
+        if strength < 1.0:
+            import torch
+
+            top = float(karras_ramp(torch.tensor(1.0 - strength, dtype=torch.float64),
+                                    spec.edm.sigma_min, spec.edm.sigma_max, rho))
+        return karras_sigmas(int(steps), spec.edm.sigma_min, top, float(rho)).tolist()
+
+    def _work(self, req: GenerationRequest, candidates: int) -> dict[str, float]:
+        """Work per stage: DiT FLOPs from its shape (per token and block: projections and MLP
+        (8 + 4 * mlp_ratio) * dim^2, attention 4 * dim * frames; doubled under guidance), calls,
+        decoded frames and seconds of audio scored by CLAP."""
+        vae = self.pipe.vae.cfg
+        frames = math.ceil(round(req.duration * vae.sample_rate) / vae.hop)
+        frac, calls = self.active_fraction(req.variant, req.steps, req.rho, req.drop_schedule, req.strength)
+        cfg = self.pipe.variants[req.variant][1].backbone.cfg
+        per_token_block = (8 + 4 * cfg.mlp_ratio) * cfg.dim ** 2 + 4 * cfg.dim * frames
+        guided = 1 if self.spec(req.variant).guidance_kind == "none" else 2
+        gflop = calls * frac * cfg.depth * candidates * guided * frames * per_token_block / 1e9
+        return {"text": 1.0, "gen_calls": float(calls), "gen_gflop": gflop, "decoding": frames * candidates,
+                "clap": req.duration * candidates if self.pipe.clap else 0.0}
+
+    # -- calibration and estimates ----------------------------------------------------------
+    def calibrate(self, log=print, durations: tuple[float, float] = (2.0, 8.0), repeats: int = 2) -> None:
+        """Warm up, then time two generations per variant (1 step at a short duration, 2 steps at
+        a longer one; the fastest of ``repeats`` runs each, as other load only slows runs down) to
+        fit the latency model."""
+        t0 = time.perf_counter()
+        self.generate(GenerationRequest(prompt="warm-up", duration=1.0, steps=1, seed=0))
+        lo, hi = (min(d, self.pipe.max_duration) for d in durations)
+        for v in self.variants:
+            pts = []
+            for steps, dur in ((1, lo), (2, hi)):
+                req = self.validate(GenerationRequest(prompt="warm-up", duration=dur, steps=steps, seed=0, variant=v))
+                runs = [self.generate(req).timings for _ in range(max(1, repeats))]
+                pts.append((self._work(req, 1), {k: min(r.get(k, 0.0) for r in runs) for k in runs[0]}))
+            (w1, t1), (w2, t2) = pts
+            fits = {k: Fit.from_points((w1[k], t1.get(k, 0.0)), (w2[k], t2.get(k, 0.0))) for k in ("decoding", "clap")}
+            fits["text"] = Fit(min(t1["text"], t2["text"]), 0.0)
+            fits["generation"] = GenFit.from_points(w1, t1["generation"], w2, t2["generation"])
+            self.fits[v] = fits
+        self.calibration_s = time.perf_counter() - t0
+        self.correction = 1.0
+        log(f"calibrated latency on {self.device} in {self.calibration_s:.1f} s")
+
+    def _model_seconds(self, req: GenerationRequest) -> float | None:
+        fits = self.fits.get(req.variant)
+        if not fits:
+            return None
+        from presto_core.clap import num_candidates
+
+        work = self._work(req, num_candidates(req.num_clips, req.reject_ratio))
+        return sum(fits[k](work) if k == "generation" else fits[k](work[k]) for k in fits)
+
+    def estimate(self, req: GenerationRequest) -> float | None:
+        """Expected seconds for a validated request, or None before calibration: the calibrated
+        model times a running correction learnt from the generations served since start-up
+        (other load on the machine shifts every stage alike)."""
+        sec = self._model_seconds(req)
+        return None if sec is None else sec * self.correction
+
+    def _learn(self, req: GenerationRequest, seconds: float) -> None:
+        predicted = self._model_seconds(req)
+        if predicted and predicted > 0 and seconds > 0:
+            ratio = min(max(seconds / predicted, 0.05), 20.0)
+            self.correction = math.exp((1 - _LEARN_RATE) * math.log(self.correction) + _LEARN_RATE * math.log(ratio))
+
+    # -- generation -------------------------------------------------------------------------
+    def generate(self, req: GenerationRequest, progress=None):
+        """Run the pipeline (one request at a time on the device). Raises PrestoError on bad input."""
+        req = req.validated(self.pipe)
+        with self._lock:
+            result = self.pipe.generate(req, progress=progress)
+        self._learn(req, result.timings.get("total", 0.0))
+        return result
+
+    def validate(self, req: GenerationRequest) -> GenerationRequest:
+        return req.validated(self.pipe)

@@ -1,0 +1,343 @@
+"""Event handlers: what a person typed -> a validated GenerationRequest -> the engine -> files,
+report and page updates. Every endpoint is wrapped by :func:`guarded`: PrestoError becomes a
+gr.Error with its message (which names the allowed range) and anything unexpected becomes a
+gr.Error saying generation failed, so the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import secrets
+
+import gradio as gr
+import numpy as np
+
+from presto_core.errors import PrestoError, check_number
+from presto_core.request import LIMITS, GenerationRequest
+
+from app import results as R
+from app.engine import Engine
+from app.music import TIME_SIGNATURES, bars_to_seconds, loop_on_bars, parse_time_signature
+
+log = logging.getLogger("presto.app")
+MAX_SWEEP = 8
+DURATION_MODES = ("seconds", "bars")
+# Overall progress fraction at the start of each pipeline stage.
+_STAGE_SPAN = {"text": (0.0, 0.05), "generation": (0.05, 0.85), "decoding": (0.85, 0.92), "clap": (0.92, 0.97)}
+
+
+def guarded(fn):
+    """PrestoError -> gr.Error(message); other exceptions -> logged, gr.Error('generation failed')."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except PrestoError as e:
+            raise gr.Error(str(e), title="Please check the settings") from None
+        except Exception as e:  # noqa: BLE001 - the server must outlive any one request
+            log.exception("request failed")
+            if type(e).__name__ == "OutOfMemoryError":
+                _free_gpu()
+                msg = "the GPU ran out of memory; lower the duration, the number of clips or the rejection ratio"
+            else:
+                msg = f"{type(e).__name__}: {e}"
+            raise gr.Error(f"Generation failed ({msg}). The server is still running; please try again.",
+                           title="Generation failed") from None
+
+    return wrapper
+
+
+def _free_gpu():
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def parse_seed(seed):
+    """None, '' or -1 -> None (random); else an integer in the allowed range."""
+    if seed is None or (isinstance(seed, str) and not seed.strip()):
+        return None
+    if isinstance(seed, str):
+        try:
+            seed = float(seed)
+        except ValueError:
+            raise PrestoError(f"seed must be -1 (random) or an integer in [0, {LIMITS['seed'][1]}], "
+                              f"got {seed!r}") from None
+    if isinstance(seed, (int, float)) and not isinstance(seed, bool) and seed == -1:
+        return None
+    try:
+        return check_number("seed", seed, *LIMITS["seed"], integer=True)
+    except PrestoError:
+        raise PrestoError(f"seed must be -1 (random) or an integer in [0, {LIMITS['seed'][1]}], got {seed!r}") from None
+
+
+def parse_drop_schedule(text):
+    """'' / None -> None (the variant's own); '12, 8, 8, 0, 0' or a list -> tuple of 5 ints."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return None
+    if isinstance(text, str):
+        try:
+            vals = [float(v) for v in text.replace(";", ",").replace(" ", ",").split(",") if v.strip()]
+        except ValueError:
+            raise PrestoError("layer budget must be 5 comma-separated integers in [0, 27] (blocks dropped per "
+                              f"noise quintile, noisiest first, e.g. '14, 12, 8, 4, 0'), got {text!r}") from None
+    else:
+        vals = list(text)
+    if len(vals) != 5 or any(not float(v).is_integer() for v in vals):
+        raise PrestoError("layer budget must be 5 comma-separated integers in [0, 27] (blocks dropped per "
+                          f"noise quintile, noisiest first, e.g. '14, 12, 8, 4, 0'), got {text!r}")
+    return tuple(int(v) for v in vals)
+
+
+def _progress_fn(progress, lo: float = 0.0, hi: float = 1.0, label: str = ""):
+    """Map the pipeline's (stage, i, n) callback onto gr.Progress over [lo, hi]."""
+
+    def cb(stage, i, n):
+        a, b = _STAGE_SPAN.get(stage, (0.97, 1.0))
+        frac = a + (b - a) * (i / n if n else 0.0)
+        desc = f"{label}{stage}" + (f" step {i}/{n}" if stage == "generation" else "")
+        progress(lo + (hi - lo) * frac, desc=desc)
+
+    return cb
+
+
+class Handlers:
+    """Endpoints over one Engine; output files go to a RunStore."""
+
+    def __init__(self, engine: Engine, store: R.RunStore):
+        self.engine = engine
+        self.store = store
+
+    # -- inputs -------------------------------------------------------------------------------
+    def duration_of(self, bpm, duration_mode, duration, bars, time_signature) -> float:
+        if duration_mode not in DURATION_MODES:
+            raise PrestoError(f"duration mode must be one of {DURATION_MODES}, got {duration_mode!r}")
+        parse_time_signature(time_signature)
+        if duration_mode == "seconds":
+            return duration
+        bpm = check_number("bpm", bpm, *LIMITS["bpm"])
+        return bars_to_seconds(bars, bpm, time_signature, self.engine.pipe.max_duration)
+
+    def request(self, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, rho,
+                reject_ratio, num_clips, seed, drop_schedule, **extra) -> GenerationRequest:
+        """A validated request from the page's controls (raises PrestoError)."""
+        if prompt is None:
+            prompt = ""
+        req = GenerationRequest(
+            prompt=prompt, bpm=bpm, duration=self.duration_of(bpm, duration_mode, duration, bars, time_signature),
+            steps=None if steps in (None, "") else steps, rho=rho, reject_ratio=reject_ratio,
+            seed=parse_seed(seed), num_clips=num_clips, variant=variant or None,
+            drop_schedule=parse_drop_schedule(drop_schedule), **extra)
+        return self.engine.validate(req)
+
+    # -- endpoints ----------------------------------------------------------------------------
+    @guarded
+    def generate(self, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, rho,
+                 reject_ratio, num_clips, seed, drop_schedule, progress=gr.Progress()):
+        """Generate clips; returns (record for the page, WAV files, report JSON, latency text)."""
+        req = self.request(prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, rho,
+                           reject_ratio, num_clips, seed, drop_schedule)
+        return self._run(req, time_signature, "generate", progress)
+
+    @guarded
+    def variation(self, init_audio, strength, prompt, bpm, duration_mode, duration, bars, time_signature, variant,
+                  steps, rho, reject_ratio, num_clips, seed, drop_schedule, progress=gr.Progress()):
+        """Regenerate from ``init_audio`` (a file) at noise level ``strength`` (0.01 .. 1); the clip's own
+        length (up to the model's maximum) replaces the duration control."""
+        audio, sr = self._read_audio(init_audio, "a variation needs a source clip: upload one or press "
+                                                 "'Vary' under a result")
+        dur = min(max(audio.shape[0] / sr, LIMITS["duration"][0]), self.engine.pipe.max_duration)
+        req = self.request(prompt, bpm, "seconds", round(dur, 3), bars, time_signature, variant, steps, rho,
+                           reject_ratio, num_clips, seed, drop_schedule, init_audio=audio, init_sr=sr,
+                           strength=strength)
+        return self._run(req, time_signature, "variation", progress)
+
+    def _run(self, req, time_signature, kind, progress):
+        expected = self.engine.estimate(req)
+        progress(0.0, desc="waiting for the model")
+        result = self.engine.generate(req, progress=_progress_fn(progress))
+        progress(0.97, desc="writing files")
+        run = self.store.new_run(kind)
+        entries = R.write_result(run, result, time_signature)
+        record = {"kind": kind, "clips": entries, "seed": result.settings["seed"]}
+        files = [e["wav"] for e in entries]
+        rep = R.report(entries, result, expected, device=self.engine.device)
+        return record, files, rep, R.latency_markdown(result, expected)
+
+    @guarded
+    def rho_sweep(self, rho_values, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps,
+                  seed, drop_schedule, progress=gr.Progress()):
+        """The same prompt and seed at several rho values (paper A.5), one clip each, no rejection."""
+        rhos = parse_rho_list(rho_values)
+        seed = parse_seed(seed)
+        seed = secrets.randbelow(LIMITS["seed"][1]) if seed is None else seed
+        base = self.request(prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, 7.0,
+                            0.0, 1, seed, drop_schedule)
+        reqs = [self.engine.validate(dataclasses.replace(base, rho=r)) for r in rhos]
+        note = None
+        if base.steps <= 2:
+            note = (f"with {base.steps} step(s) the noise schedule is [sigma_max, sigma_min] whatever rho, so these "
+                    "clips only differ by chance; use 3 steps or more to see rho's effect")
+            gr.Warning(note.replace("sigma_", "σ_").replace("rho", "ρ"))
+        run = self.store.new_run("sweep")
+        entries, rows = [], []
+        for k, req in enumerate(reqs):
+            label = f"ρ = {req.rho:g}"
+            result = self.engine.generate(req, progress=_progress_fn(progress, k / len(reqs), (k + 1) / len(reqs),
+                                                                    f"{label}: "))
+            (entry,) = R.write_result(run, result, time_signature, prefix=f"rho_{req.rho:g}")
+            entry.update(title=label, latency=R.short_latency(result), timings=R.timings_dict(result))
+            entries.append(entry)
+            rows.append({"rho": req.rho, "file": entry["name"] + ".wav", "clap_score": entry["clap_score"],
+                         "tempo_bpm": entry["tempo_bpm"], "timings": entry["timings"],
+                         "sigmas": [round(s, 5) for s in self.engine._sigmas(self.engine.spec(req.variant),
+                                                                              req.steps, req.rho)]})
+        record = {"kind": "sweep", "clips": entries, "seed": seed}
+        rep = {"seed": seed, "variant": base.variant, "steps": base.steps, "prompt": base.prompt, "runs": rows,
+               "note": note}
+        return record, [e["wav"] for e in entries], rep
+
+    @guarded
+    def ab_compare(self, variant_a, variant_b, own_steps, prompt, bpm, duration_mode, duration, bars,
+                   time_signature, steps, rho, seed, progress=gr.Progress()):
+        """Two variants on the same prompt and seed, one clip each; ``own_steps`` runs each at its
+        default step count (else both at ``steps``)."""
+        seed = parse_seed(seed)
+        seed = secrets.randbelow(LIMITS["seed"][1]) if seed is None else seed
+        run = self.store.new_run("ab")
+        entries, rows = [], {}
+        for k, (side, v) in enumerate((("A", variant_a), ("B", variant_b))):
+            self.engine.spec(v)  # a clear error for an unknown variant
+            req = self.request(prompt, bpm, duration_mode, duration, bars, time_signature, v,
+                               None if own_steps else steps, rho, 0.0, 1, seed, None)
+            result = self.engine.generate(req, progress=_progress_fn(progress, k / 2, (k + 1) / 2, f"{side}: "))
+            (entry,) = R.write_result(run, result, time_signature, prefix=f"{side}_{v}", extra={"ab_side": side})
+            title = f"{side}: {self.engine.label(v)} · {req.steps} steps"
+            entry.update(title=title, latency=R.latency_markdown(result), timings=R.timings_dict(result))
+            entries.append(entry)
+            rows[side] = {"variant": v, "steps": req.steps, "file": entry["name"] + ".wav",
+                          "clap_score": entry["clap_score"], "tempo_bpm": entry["tempo_bpm"],
+                          "timings": entry["timings"]}
+        record = {"kind": "ab", "clips": entries, "seed": seed}
+        return record, [e["wav"] for e in entries], {"seed": seed, **rows}
+
+    @guarded
+    def export_loop(self, clip, bpm, time_signature, bars, crossfade_ms):
+        """Cut ``clip`` to whole bars from its start (bars 0 = as many as fit) with a crossfaded
+        seam. The tempo stored in a generated clip's metadata wins over ``bpm``."""
+        from presto_core.audio import read_wav_settings, write_wav
+
+        audio, sr = self._read_audio(clip, "loop export needs a clip: upload one or pick a result")
+        try:
+            settings = read_wav_settings(clip) or {}
+        except Exception:  # noqa: BLE001 - not a WAV with our metadata
+            settings = {}
+        bpm = settings.get("bpm", bpm)
+        bpm = check_number("bpm", bpm, *LIMITS["bpm"])
+        bars = 0 if bars in (None, "") else bars
+        loop, used = loop_on_bars(audio, sr, bpm, time_signature, bars, crossfade_ms)
+        run = self.store.new_run("loop")
+        path = run / f"loop_{used}bars.wav"
+        write_wav(path, loop, sr, {**settings, "bpm": bpm, "time_signature": time_signature, "loop_bars": used,
+                                   "loop_crossfade_ms": crossfade_ms})
+        return str(path)
+
+    @guarded
+    def settings_from_wav(self, file):
+        """The generation settings stored in a WAV written by this app or the CLI."""
+        from presto_core.audio import read_wav_settings
+
+        if not file:
+            raise PrestoError("choose a WAV file written by Presto to read its settings")
+        try:
+            settings = read_wav_settings(file)
+        except Exception:  # noqa: BLE001
+            settings = None
+        if not settings:
+            raise PrestoError("this file carries no Presto generation settings (only WAVs downloaded from "
+                              "this app or written by presto_core.generate do)")
+        return settings
+
+    def estimate(self, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, rho,
+                 reject_ratio, num_clips, seed, drop_schedule) -> str:
+        """Expected latency on this device, or the validation problem, as one line of markdown."""
+        try:
+            req = self.request(prompt or "estimate", bpm, duration_mode, duration, bars, time_signature, variant,
+                               steps, rho, reject_ratio, num_clips, seed, drop_schedule)
+        except PrestoError as e:
+            return f"⚠️ {e}"
+        except Exception as e:  # noqa: BLE001
+            return f"⚠️ {type(e).__name__}: {e}"
+        sec = self.engine.estimate(req)
+        frac, _ = self.engine.active_fraction(req.variant, req.steps, req.rho, req.drop_schedule)
+        from presto_core.clap import num_candidates
+
+        n = num_candidates(req.num_clips, req.reject_ratio)
+        dur = f"{req.duration:g} s" if duration_mode == "seconds" else \
+            f"{int(bars)} bars of {time_signature} = {req.duration:.2f} s"
+        if sec is None:
+            eta = "≈ ? s (not calibrated)"
+        else:
+            eta = f"**≈ {sec:.1f} s**" if sec >= 0.95 else f"**≈ {sec:.2f} s**"
+        return (f"{eta} on {self.engine.device} · {dur} · {req.steps} steps · {100 * frac:.0f}% of layers active · "
+                f"{n} candidate(s) → {req.num_clips} kept")
+
+    # -- helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _read_audio(path, missing: str):
+        import soundfile as sf
+
+        if not path:
+            raise PrestoError(missing)
+        try:
+            audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        except Exception as e:  # noqa: BLE001
+            raise PrestoError(f"cannot read the audio file ({e}); use WAV, FLAC or OGG") from None
+        if audio.shape[0] == 0:
+            raise PrestoError("the audio file is empty")
+        return audio.mean(axis=1).astype(np.float32), int(sr)
+
+
+def parse_rho_list(text) -> list[float]:
+    """'1, 7, 100' (or a list) -> up to MAX_SWEEP distinct rho values, each in [1, 1000]."""
+    items = text if isinstance(text, (list, tuple)) else str(text or "").replace(";", ",").split(",")
+    out = []
+    for item in items:
+        if isinstance(item, str) and not item.strip():
+            continue
+        try:
+            v = float(item)
+        except (TypeError, ValueError):
+            raise PrestoError(f"rho values must be numbers in [1, 1000] separated by commas, got {item!r}") from None
+        v = check_number("rho", v, *LIMITS["rho"])
+        if all(not math.isclose(v, o) for o in out):
+            out.append(v)
+    if not 1 <= len(out) <= MAX_SWEEP:
+        raise PrestoError(f"a rho sweep takes 1 to {MAX_SWEEP} distinct values, e.g. '1, 3, 7, 30, 100, 1000'; "
+                          f"got {len(out)}")
+    return out
+
+
+def apply_settings(settings: dict | None, engine: Engine) -> dict:
+    """Control values (by control name) that reproduce ``settings`` from a clip's metadata."""
+    if not settings:
+        raise PrestoError("no settings to use")
+    s = dict(settings)
+    variant = s.get("variant") if s.get("variant") in engine.variants else engine.pipe.default_variant
+    drop = s.get("drop_schedule")
+    ts = s.get("time_signature") if s.get("time_signature") in TIME_SIGNATURES else "4/4"
+    return {"prompt": s.get("prompt", ""), "bpm": s.get("bpm", 120.0), "duration_mode": "seconds",
+            "duration": s.get("duration", 10.0), "time_signature": ts, "variant": variant,
+            "steps": s.get("steps") or engine.default_steps(variant), "rho": s.get("rho", 7.0),
+            "reject_ratio": s.get("reject_ratio", 0.0), "num_clips": s.get("num_clips", 1),
+            "seed": s.get("seed", -1), "drop_schedule": ", ".join(str(int(c)) for c in drop) if drop else ""}

@@ -1,0 +1,59 @@
+"""Start-up: load the model folder once, calibrate the latency model, build the Blocks and its
+queue. Used by ``app.py`` (command line) and by the tests (in-process)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from presto_core.errors import PrestoError
+
+
+
+def resolve_model(model: str | None, default: Path) -> str:
+    """The model to load: ``model`` if given, else ``default`` when that folder exists; otherwise a
+    PrestoError telling the person to pass --model."""
+    if model:
+        return model
+    if Path(default).is_dir():
+        return str(default)
+    raise PrestoError(f"the embedded default model is missing at {default}; pass --model DIR|hub-id "
+                      "(a Presto model folder or a Hugging Face repository id)")
+
+
+def create_app(model: str, device: str = "auto", precision: str = "auto", concurrency: int = 1,
+               max_queue: int = 64, calibrate: bool = True, out_dir: str | None = None, log=print,
+               calibration: dict | None = None):
+    """(demo, engine): the pipeline is loaded here and closed over by the handlers.
+    ``calibration`` passes keyword arguments to Engine.calibrate (durations, repeats)."""
+    from presto_core.pipeline import PrestoPipeline
+
+    from app.engine import Engine
+    from app.handlers import Handlers
+    from app.results import RunStore
+    from app.ui import build_ui
+
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise PrestoError(f"--concurrency must be an integer >= 1, got {concurrency!r}")
+    pipe = PrestoPipeline.from_pretrained(model, device=device, precision=precision)
+    log(f"loaded {model} on {pipe.device}: variants {pipe.variant_names}, CLAP {'yes' if pipe.clap else 'no'}")
+    engine = Engine(pipe)
+    if calibrate:
+        engine.calibrate(log=log, **(calibration or {}))
+    store = RunStore(out_dir or tempfile.mkdtemp(prefix="presto-app-"))
+    demo = build_ui(engine, Handlers(engine, store))
+    demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    return demo, engine
+
+
+def launch_kwargs(host: str, port: int | None, share: bool = False) -> dict:
+    """Arguments for demo.launch (theme and CSS live there in Gradio 6)."""
+    import gradio as gr
+
+    from app.ui import CSS
+
+    # System fonts only: the page must not wait on font servers when the machine is offline.
+    theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                           font_mono=["ui-monospace", "monospace"])
+    return dict(server_name=host, server_port=port, share=share, theme=theme, css=CSS, show_error=True,
+                footer_links=["api"])

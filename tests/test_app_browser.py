@@ -1,0 +1,104 @@
+"""The page in headless Chromium (Playwright): Generate gives playable audio (an <audio> whose
+source loads) and a spectrogram image; "Use these settings" fills the controls; the rho sweep and
+A/B tabs render. With PRESTO_SCREENSHOTS=1 it also saves assets/screenshots/{main,rho_sweep,ab}.png
+(off by default so CI does not rewrite committed files)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; see app/APT_PACKAGES.txt)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+from app.testing import serve  # noqa: E402
+from tests.factory import make_model_folder  # noqa: E402
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = Path(__file__).resolve().parents[1] / "assets" / "screenshots"
+SAVE = os.environ.get("PRESTO_SCREENSHOTS") == "1"
+TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    model = make_model_folder(tmp_path_factory.mktemp("browser_model"),
+                              variants=("base", "presto-l", "presto-s", "presto-ls"), default_variant="presto-ls")
+    with serve(model) as (u, _, _):
+        yield u
+
+
+@pytest.fixture(scope="module")
+def page(url):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(url, wait_until="load")
+        pg.wait_for_selector("#generate-btn")
+        yield pg
+        browser.close()
+
+
+def _shot(pg, name):
+    if SAVE:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _set_number(pg, elem_id, value):
+    box = pg.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def _audio_loads(pg, selector):
+    """Wait until the <audio> under ``selector`` has a src and its metadata loaded; returns duration (s)."""
+    pg.wait_for_selector(f"{selector} audio[src]", state="attached")
+    return pg.eval_on_selector(f"{selector} audio[src]", """a => new Promise((ok, bad) => {
+        if (a.readyState >= 1) return ok(a.duration);
+        a.addEventListener('loadedmetadata', () => ok(a.duration));
+        a.addEventListener('error', () => bad('audio failed to load: ' + a.src));
+        setTimeout(() => bad('audio metadata did not load in 30 s: ' + a.src), 30000);
+    })""")
+
+
+def test_generate_plays_audio_and_shows_spectrogram(page):
+    page.fill("#prompt textarea", "warm lo-fi hip hop beat with Rhodes chords")
+    _set_number(page, "duration", 4)
+    page.click("#generate-btn")
+    assert _audio_loads(page, "#clip-audio-0") == pytest.approx(4.0, abs=0.1)
+    _audio_loads(page, "#clip-audio-1")  # two clips by default
+    img = page.wait_for_selector("#clip-spec-0 img[src]")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img)
+    latency = page.inner_text("#latency")
+    assert "RTF" in latency and "expected ≈" in latency
+    assert "≈" in page.inner_text("#eta")
+    _shot(page, "main")
+    # "Use these settings" copies the clip's seed into the (advanced) seed field.
+    seed = int(latency.split("seed ")[1].split(" ")[0])
+    page.get_by_role("button", name="Use these settings").first.click()
+    page.get_by_text("Advanced", exact=True).click()
+    page.wait_for_function(f"() => document.querySelector('#seed input')?.value == '{seed}'")
+
+
+def test_rho_sweep_tab(page):
+    _set_number(page, "steps", 4)  # rho shapes the schedule from 3 steps on
+    page.get_by_role("tab", name="ρ sweep").click()
+    box = page.get_by_label("ρ values (up to 8)")
+    box.fill("1, 3, 7, 100, 1000")
+    page.click("#sweep-btn")
+    for i in range(5):
+        _audio_loads(page, f"#sweep-audio-{i}")
+    _shot(page, "rho_sweep")
+
+
+def test_ab_tab(page):
+    page.get_by_role("tab", name="A/B").click()
+    page.click("#ab-btn")
+    _audio_loads(page, "#ab-audio-0")
+    _audio_loads(page, "#ab-audio-1")
+    _shot(page, "ab")
