@@ -259,10 +259,7 @@ class Handlers:
 
         if not file:
             raise PrestoError("choose a WAV file written by Presto to read its settings")
-        try:
-            settings = read_wav_settings(file)
-        except Exception:  # noqa: BLE001
-            settings = None
+        settings = read_wav_settings(file)
         if not settings:
             raise PrestoError("this file carries no Presto generation settings (only WAVs downloaded from "
                               "this app or written by presto_core.generate do)")

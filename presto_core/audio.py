@@ -135,13 +135,17 @@ def write_wav(path, audio: np.ndarray, sample_rate: int, settings: dict | None =
 
 
 def read_wav_settings(path) -> dict | None:
-    """The generation settings stored by :func:`write_wav`, or None if the file has none."""
+    """The generation settings stored by :func:`write_wav`, or None if the file has none.
+    A file that is not readable audio raises PrestoError."""
     import json
 
     import soundfile as sf
 
-    with sf.SoundFile(str(path)) as f:
-        comment = f.comment
+    try:
+        with sf.SoundFile(str(path)) as f:
+            comment = f.comment
+    except (RuntimeError, OSError) as e:  # soundfile.LibsndfileError is a RuntimeError
+        raise PrestoError(f"cannot read settings from {path}: not a readable audio file ({e})") from None
     try:
         return json.loads(comment) if comment else None
     except json.JSONDecodeError:

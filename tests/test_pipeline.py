@@ -174,3 +174,10 @@ def test_cli_bad_input_is_one_line(model_dir, tmp_path, capsys):
     assert len(err) == 1 and "rho" in err[0] and "[1, 1000]" in err[0]
     rc = cli_main(["--prompt", "x", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "a.wav")])
     assert rc == 2
+
+
+def test_read_wav_settings_on_non_audio(tmp_path):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    with pytest.raises(PrestoError, match="not a readable audio file"):
+        read_wav_settings(bad)
