@@ -197,6 +197,6 @@ def test_latent_cache_with_presto_vae(data_dir, tmp_path):
     vae = ae.AudioVAE(ae.VAEConfig.tiny())
     path = encode_latents(data_dir, vae, tmp_path / "c.safetensors", split="heldout")
     ds = LatentDataset(path, frames=32)
-    cfg = vae.config
+    cfg = vae.cfg
     assert ds.header["hop"] == cfg.hop and ds.header["items"][0]["frames"] == -(-6 * cfg.sample_rate // cfg.hop)
     assert ds[0]["latents"].shape == (cfg.latent_channels, 32) and torch.isfinite(ds[0]["latents"]).all()

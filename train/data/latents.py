@@ -8,10 +8,9 @@ Cache file (safetensors):
               frames, stretch, semitones, chunk}]}
 
 The VAE only needs `vae.encode_latents(wav (B, 1, N), sample=False) -> (B, C, T)` and
-`vae.cfg` or `vae.config` with `sample_rate` and `hop` (presto_core.autoencoder.AudioVAE has
-`.config`; its encode_latents already applies latent_scale, so the cache holds
-diffusion-space latents). Latents cannot be
-pitch-shifted or time-stretched, so augmentation happens before encoding: `copies=k` adds
+`vae.cfg` with `sample_rate` and `hop`, as presto_core.autoencoder.AudioVAE has; its
+encode_latents already applies latent_scale, so the cache holds diffusion-space latents.
+Latents cannot be pitch-shifted or time-stretched, so augmentation happens before encoding: `copies=k` adds
 k augmented versions of every file (labels adjusted as in augment.py).
 """
 
@@ -34,14 +33,6 @@ CACHE_KEY = "presto_latent_cache"
 _KEEP = ("path", "captions", "bpm", "key", "mode", "genre", "split")
 
 
-def vae_config(vae):
-    """The VAE's config object (`vae.cfg` or `vae.config`), which has sample_rate and hop."""
-    cfg = getattr(vae, "cfg", None) or getattr(vae, "config", None)
-    if cfg is None or not hasattr(cfg, "sample_rate") or not hasattr(cfg, "hop"):
-        raise TypeError("vae needs .cfg (or .config) with sample_rate and hop")
-    return cfg
-
-
 @torch.no_grad()
 def encode_latents(dataset_dir: str | os.PathLike, vae, out_path: str | os.PathLike,
                    split: str | None = "train", augment: AugmentConfig | None = None, copies: int = 0,
@@ -56,7 +47,7 @@ def encode_latents(dataset_dir: str | os.PathLike, vae, out_path: str | os.PathL
     with a generator seeded by (seed, item, copy). Returns the written path.
     """
     items = read_metadata(dataset_dir, split)
-    cfg = vae_config(vae)
+    cfg = vae.cfg
     sr, hop = int(cfg.sample_rate), int(cfg.hop)
     augment = augment or AugmentConfig()
     was_training = getattr(vae, "training", False)
