@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 
 from presto_core.budget import D3, DropSchedule
-from presto_core.edm import karras_ramp, karras_sigmas
 from presto_core.errors import PrestoError
 from presto_core.request import LIMITS, GenerationRequest
 
@@ -132,11 +131,12 @@ class Engine:
         steps = int(min(hi, max(lo, math.floor(self.default_steps(variant) * factor + 0.5))))
         return steps, (tuple(drop) if drop is not None and self.has_budget(variant) else None)
 
-    def active_fraction(self, variant: str, steps: int, rho: float, drop=None,
-                        strength: float = 1.0) -> tuple[float, int]:
-        """(mean fraction of DiT blocks that run per denoiser call, number of calls)."""
+    def active_fraction(self, req: GenerationRequest) -> tuple[float, int]:
+        """(mean fraction of DiT blocks that run per denoiser call, number of calls) for a
+        validated request."""
+        variant, drop = req.variant, req.drop_schedule
         spec = self.spec(variant)
-        sig = self._sigmas(spec, steps, rho, strength)
+        sig = self.pipe.schedule(req).tolist()
         calls = []
         for s, s_next in zip(sig, sig[1:]):
             calls.append(s)
@@ -150,15 +150,6 @@ class Engine:
         kept = [sched.kept(float(s)) / depth for s in calls]
         return sum(kept) / len(kept), len(calls)
 
-    @staticmethod
-    def _sigmas(spec, steps: int, rho: float, strength: float = 1.0) -> list[float]:
-        top = spec.edm.sigma_max
-        if strength < 1.0:
-            import torch
-
-            top = float(karras_ramp(torch.tensor(1.0 - strength, dtype=torch.float64),
-                                    spec.edm.sigma_min, spec.edm.sigma_max, rho))
-        return karras_sigmas(int(steps), spec.edm.sigma_min, top, float(rho)).tolist()
 
     def _work(self, req: GenerationRequest, candidates: int) -> dict[str, float]:
         """Work per stage: DiT FLOPs from its shape (per token and block: projections and MLP
@@ -166,7 +157,7 @@ class Engine:
         decoded frames and seconds of audio scored by CLAP."""
         vae = self.pipe.vae.cfg
         frames = math.ceil(round(req.duration * vae.sample_rate) / vae.hop)
-        frac, calls = self.active_fraction(req.variant, req.steps, req.rho, req.drop_schedule, req.strength)
+        frac, calls = self.active_fraction(req)
         cfg = self.pipe.variants[req.variant][1].backbone.cfg
         per_token_block = (8 + 4 * cfg.mlp_ratio) * cfg.dim ** 2 + 4 * cfg.dim * frames
         guided = 1 if self.spec(req.variant).guidance_kind == "none" else 2

@@ -200,8 +200,7 @@ class Handlers:
             entries.append(entry)
             rows.append({"rho": req.rho, "file": entry["name"] + ".wav", "clap_score": entry["clap_score"],
                          "tempo_bpm": entry["tempo_bpm"], "timings": entry["timings"],
-                         "sigmas": [round(s, 5) for s in self.engine._sigmas(self.engine.spec(req.variant),
-                                                                              req.steps, req.rho)]})
+                         "sigmas": [round(s, 5) for s in self.engine.pipe.schedule(req).tolist()]})
         record = {"kind": "sweep", "clips": entries, "seed": seed}
         rep = {"seed": seed, "variant": base.variant, "steps": base.steps, "prompt": base.prompt, "runs": rows,
                "note": note}
@@ -276,7 +275,7 @@ class Handlers:
         except Exception as e:  # noqa: BLE001
             return f"⚠️ {type(e).__name__}: {e}"
         sec = self.engine.estimate(req)
-        frac, _ = self.engine.active_fraction(req.variant, req.steps, req.rho, req.drop_schedule)
+        frac, _ = self.engine.active_fraction(req)
         from presto_core.clap import num_candidates
 
         n = num_candidates(req.num_clips, req.reject_ratio)

@@ -186,6 +186,17 @@ class PrestoPipeline:
         return batched_guidance(lambda x2, sigma: forward(x2, sigma, uncond), guidance,
                                 plus_plus=spec.guidance_kind == "cfg_pp")
 
+    def schedule(self, req: GenerationRequest) -> torch.Tensor:
+        """The noise levels a validated request samples at: Karras(rho) from sigma_max (or, for a
+        variation, from the level its strength selects on the same ramp) down to sigma_min, then 0.
+        Shape (steps + 1,), float64."""
+        edm = self.variants[req.variant][0].edm
+        top = edm.sigma_max
+        if req.init_audio is not None:
+            top = float(karras_ramp(torch.tensor(1.0 - req.strength, dtype=torch.float64),
+                                    edm.sigma_min, edm.sigma_max, req.rho))
+        return karras_sigmas(req.steps, edm.sigma_min, top, req.rho)
+
     @torch.no_grad()
     def generate(self, request: GenerationRequest | None = None, progress: Progress | None = None,
                  **kwargs) -> GenerationResult:
@@ -218,15 +229,12 @@ class PrestoPipeline:
         sr, hop = self.vae.cfg.sample_rate, self.vae.cfg.hop
         n_samples = int(round(req.duration * sr))
         frames = math.ceil(n_samples / hop)
-        sigma_start = spec.edm.sigma_max
         z_init = None
         if req.init_audio is not None:
-            sigma_start = float(karras_ramp(torch.tensor(1.0 - req.strength, dtype=torch.float64),
-                                            spec.edm.sigma_min, spec.edm.sigma_max, req.rho))
             wav = torch.from_numpy(req.init_audio_at(sr)[:n_samples]).float().to(self.device)
             wav = torch.nn.functional.pad(wav, (0, frames * hop - wav.shape[-1]))
             z_init = self.vae.encode_latents(wav.view(1, 1, -1)).expand(n_cand, -1, -1)
-        sigmas = karras_sigmas(req.steps, spec.edm.sigma_min, sigma_start, req.rho, device=self.device)
+        sigmas = self.schedule(req).to(self.device)
         noise = torch.randn(n_cand, self.vae.cfg.latent_channels, frames, generator=gen, device=self.device)
         x = noise * sigmas[0].float() if z_init is None else z_init + noise * sigmas[0].float()
         denoiser = self._denoiser(spec, precond, text, mask, req.bpm, n_cand, req.guidance, req.drop_schedule)

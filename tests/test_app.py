@@ -125,11 +125,12 @@ def test_quality_dial_picks_steps_and_layer_budget_together(server):
     assert engine.preset("presto-ls", "balanced") == (2, None)
     assert engine.preset("presto-ls", "best") == (4, (0, 0, 0, 0, 0))
     assert engine.preset("base", "fast") == (3, None)  # no budget conditioning: steps only
-    fracs = [engine.active_fraction("presto-ls", *engine.preset("presto-ls", q)[:1], 7.0,
-                                    engine.preset("presto-ls", q)[1])[0] for q in ("sketch", "balanced", "best")]
-    assert fracs[0] < fracs[1] < fracs[2] == 1.0
     from presto_core.request import GenerationRequest
 
+    fracs = [engine.active_fraction(engine.validate(GenerationRequest(
+        prompt="x", variant="presto-ls", steps=s, drop_schedule=d)))[0]
+        for s, d in (engine.preset("presto-ls", q) for q in ("sketch", "balanced", "best"))]
+    assert fracs[0] < fracs[1] < fracs[2] == 1.0
     reqs = [GenerationRequest(prompt="x", variant="presto-ls", steps=s, drop_schedule=d)
             for s, d in (engine.preset("presto-ls", q) for q in ("sketch", "best"))]
     est = [engine.estimate(engine.validate(r)) for r in reqs]

@@ -181,3 +181,17 @@ def test_read_wav_settings_on_non_audio(tmp_path):
     bad.write_text("not audio")
     with pytest.raises(PrestoError, match="not a readable audio file"):
         read_wav_settings(bad)
+
+
+def test_schedule_starts_lower_for_variations(pipe):
+    from presto_core.edm import karras_ramp
+    from presto_core.request import GenerationRequest
+
+    req = GenerationRequest(prompt="x", duration=1.0, variant="presto-ls", steps=4).validated(pipe)
+    full = pipe.schedule(req)
+    assert full.shape == (5,) and full[0] == 80.0 and full[3] == pytest.approx(0.002) and full[4] == 0
+    var = GenerationRequest(prompt="x", duration=1.0, variant="presto-ls", steps=4, strength=0.5,
+                            init_audio=np.full(16000, 0.1, np.float32), init_sr=16000).validated(pipe)
+    part = pipe.schedule(var)
+    assert part[0] == pytest.approx(float(karras_ramp(torch.tensor(0.5, dtype=torch.float64), 0.002, 80.0, 7.0)))
+    assert part[0] < 80.0 and part[3] == pytest.approx(0.002) and part[4] == 0
