@@ -1,8 +1,5 @@
-"""What a training run reads and writes on disk: typed JSON configs, crash-safe checkpoint
-folders, EMA weights and the metrics log.
-
-Config files are {"name": ..., "data": {...}, "<stage>": {...}, ...}; :func:`from_dict` builds a
-typed dataclass from a section (nested dataclasses, tuples, type checks, unknown keys rejected).
+"""What a training run writes on disk: crash-safe checkpoint folders, EMA weights and the
+metrics log.
 
 Checkpoints live under ``RUN_DIR/checkpoints``::
 
@@ -18,133 +15,17 @@ serves as the completeness marker.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 import shutil
 import time
-import types
-import typing
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from presto_core.checkpoint import atomic_write_bytes, atomic_write_json, config_to_dict
-
-SECTIONS = ("data", "vae", "base", "clap", "presto_l", "presto_s", "presto_ls")
-
-# ---------------------------------------------------------------------------------------------
-# Config files
-
-
-class ConfigError(ValueError):
-    """A config file or override does not match the typed config (message names the key)."""
-
-
-def _convert(tp, value, where: str):
-    """Check/convert a JSON value to type ``tp`` (dataclasses recursively)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected an object for {tp.__name__}, got {value!r}")
-        return from_dict(tp, value, where)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, where) for v in value)
-        if len(args) != len(value):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
-        return tuple(_convert(a, v, where) for a, v in zip(args, value))
-    if origin in (list, dict) or tp in (Any, dict, list):
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def from_dict(cls, data: dict, where: str = ""):
-    """Build dataclass ``cls`` from a JSON dict: nested dataclasses, tuples, type checks; unknown
-    keys raise ConfigError naming the allowed ones. Missing keys take the dataclass defaults."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(f"{where or cls.__name__}: unknown keys {unknown}; allowed: {sorted(names)}")
-    kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:  # the class's own validation (e.g. PrestoError)
-        raise ConfigError(f"{where or cls.__name__}: {e}") from None
-
-
-def to_dict(cfg) -> dict:
-    """A dataclass config as a JSON-able dict (inverse of :func:`from_dict`)."""
-    return config_to_dict(cfg)
-
-
-def _apply_override(raw: dict, text: str) -> None:
-    """``a.b.c=VALUE`` (VALUE parsed as JSON, else taken as a string) into the nested dict."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set expects KEY=VALUE (e.g. base.loop.lr=3e-4), got {text!r}")
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value
-    node = raw
-    parts = key.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: {p!r} is not a section")
-    node[parts[-1]] = parsed
-
-
-def read_config_file(path: str | os.PathLike, overrides: list[str] | tuple = ()) -> dict:
-    """The raw JSON of a config file with ``--set`` overrides applied; checks the section names."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
-    for o in overrides:
-        _apply_override(raw, o)
-    unknown = sorted(set(raw) - set(SECTIONS) - {"name"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown sections {unknown}; allowed: name, {', '.join(SECTIONS)}")
-    raw.setdefault("name", path.stem)
-    return raw
-
-
+from presto_core.checkpoint import atomic_write_bytes, atomic_write_json
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints

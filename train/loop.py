@@ -1,4 +1,4 @@
-"""Shared training infrastructure: typed JSON configs, the common CLI, and :class:`Run`.
+"""Shared training infrastructure: :class:`Run` (configs and the CLI are in train/config.py).
 
 A stage (``train/base.py``, ``train/vae.py``, ...) is written as::
 
@@ -30,7 +30,6 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -39,8 +38,11 @@ import torch
 
 from presto_core.checkpoint import atomic_write_json
 from train.checkpointing import (  # noqa: F401  (re-exported: stages import everything from here)
-    EMA, CheckpointManager, ConfigError, from_dict, load_checkpoint, read_config_file, read_metrics,
-    save_checkpoint, to_dict, truncate_metrics,
+    EMA, CheckpointManager, load_checkpoint, read_metrics, save_checkpoint, truncate_metrics,
+)
+from train.config import (  # noqa: F401  (re-exported likewise)
+    ConfigError, DataConfig, LoopConfig, default_run_dir, from_dict, load_config, parse_args,
+    read_config_file, to_dict,
 )
 
 EXIT_NONFINITE = 3  # process exit status when the NaN/inf guard stops a run
@@ -52,80 +54,6 @@ class NonFiniteError(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------
 # Configs
-
-
-@dataclass
-class LoopConfig:
-    """Settings every stage shares (the ``loop`` sub-section of a stage)."""
-
-    max_steps: int = 1000
-    batch_size: int = 8  # per process
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping (the norm is still logged)
-    ema_decay: float = 0.999
-    mixed_precision: str = "auto"  # auto | no | bf16 | fp16
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    log_every: int = 10
-    seed: int = 0
-    num_workers: int = 0
-    fsdp: bool = False  # shard with FSDP when launched on several GPUs (else DDP)
-    debug_nan_at_step: int = -1  # test hook: multiply the loss by NaN at this step
-
-    def __post_init__(self):
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise ConfigError(f"loop.mixed_precision must be auto|no|bf16|fp16, got {self.mixed_precision!r}")
-        for name in ("max_steps", "batch_size", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"loop.{name} must be >= 1, got {getattr(self, name)}")
-
-
-@dataclass
-class DataConfig:
-    """The top-level ``data`` section: where the corpus lives (train/data/dataset.py format)."""
-
-    root: str = "data/corpus"
-    train_split: str = "train"
-    heldout_split: str = "heldout"
-
-
-def load_config(path, stage: str, cls, overrides: list[str] | tuple = ()):
-    """Load one stage of a config file: returns ``(DataConfig, cls instance, config name)``.
-
-    The file is {"name": ..., "data": {...}, "<stage>": {...}, ...}; other stages' sections are
-    not interpreted here (each stage validates its own).
-    """
-    raw = read_config_file(path, overrides)
-    if stage not in raw:
-        raise ConfigError(f"{path} has no {stage!r} section")
-    data = from_dict(DataConfig, raw.get("data", {}), "data")
-    return data, from_dict(cls, raw[stage], stage), raw["name"]
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-
-def parse_args(stage: str, argv: list[str] | None = None, extra=None) -> argparse.Namespace:
-    """The arguments every entry point accepts. ``extra(parser)`` may add stage-specific ones."""
-    ap = argparse.ArgumentParser(prog=f"python -m train.{stage}", description=f"Presto {stage} training")
-    ap.add_argument("--config", required=True, help="train/configs/<scale>.json")
-    ap.add_argument("--out", default=None, help="run folder (default runs/<config name>/<stage>)")
-    ap.add_argument("--resume", default=None, help="'latest', a step number or a checkpoint folder")
-    ap.add_argument("--max-steps", type=int, default=None, help="stop at this step (overrides loop.max_steps)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value, e.g. --set base.loop.lr=3e-4 (repeatable)")
-    ap.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
-    if extra is not None:
-        extra(ap)
-    return ap.parse_args(argv)
-
-
-def default_run_dir(config_name: str, stage: str) -> Path:
-    return Path("runs") / config_name / stage
 
 
 # ---------------------------------------------------------------------------------------------
