@@ -158,6 +158,11 @@ class PrestoPipeline:
     # -----------------------------------------------------------------------------------------
     # Generation
 
+    def _sync(self) -> None:
+        # CUDA kernels run asynchronously: wait before reading a stage's clock.
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def _autocast(self):
         if self.autocast_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
@@ -222,6 +227,7 @@ class PrestoPipeline:
         text, mask = self.text_encoder.encode([req.prompt], device=self.device)
         text = text.expand(n_cand, -1, -1)
         mask = mask.expand(n_cand, -1)
+        self._sync()
         timings["text"] = time.perf_counter() - t0
 
         # Latents and the schedule; variations start part-way down from the encoded audio.
@@ -241,6 +247,7 @@ class PrestoPipeline:
         sampler = get_sampler(spec.sampler)
         z = sampler(denoiser, x, sigmas, generator=gen,
                     callback=lambda i, n, _x: progress("generation", i + 1, n))
+        self._sync()
         timings["generation"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
@@ -248,6 +255,7 @@ class PrestoPipeline:
         with self._autocast():
             audio = self.vae.decode_latents(z.float()).float()[:, 0, :n_samples]
         audio = audio.clamp(-1.0, 1.0)
+        self._sync()
         timings["decoding"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
