@@ -271,6 +271,7 @@ class DiT(nn.Module):
         uncond: torch.Tensor | bool | None = None,
         layers_dropped: int | torch.Tensor = 0,
         return_hidden: bool = False,
+        return_features: tuple[int, ...] = (),
     ):
         """F(x_in, c_noise).
 
@@ -281,6 +282,10 @@ class DiT(nn.Module):
         unconditional); layers_dropped: int for the whole batch (blocks really skipped) or (B,)
         long per sample. Returns (B, C, T), or ((B, C, T), hidden (B, T, dim)) with return_hidden,
         hidden being the final norm of the last block's output (the self-teacher target).
+        return_features: block indices whose outputs (B, T, dim) are also returned, as a list in the
+        order given, appended as an extra element: (out, feats) or (out, hidden, feats). (Presto-S's
+        discriminator reads the fake score model's middle blocks this way; Precond passes
+        (out, feats) through as (denoised, feats).) A requested block must run for every sample.
         """
         cfg = self.cfg
         if x.ndim != 3 or x.shape[1] != cfg.latent_channels:
@@ -315,15 +320,25 @@ class DiT(nn.Module):
         h = self.x_proj(x.transpose(1, 2).to(wdt))
         rope = rope_tables(t, cfg.dim // cfg.heads, device=dev)
         args = (c_act, tokens, key_mask, rope, cfg.attention)
+        want = self._check_features(return_features)
+        feats: dict[int, torch.Tensor] = {}
         if k_all is not None:
             for i in self.active_blocks(k_all):
                 h = self.blocks[i](h, *args)
+                if i in want:
+                    feats[i] = h
         else:
             # Per-sample budgets (training): run each block any sample needs, keep it where needed.
             ks = sorted(set(k_vec.tolist()))
             needed = sorted(set().union(*(self.active_blocks(k) for k in ks)))
             for i in needed:
                 h = torch.where(self._runs(i, k_vec)[:, None, None], self.blocks[i](h, *args), h)
+                if i in want:
+                    feats[i] = h
+        if want:
+            skipped = [i for i in want if i not in feats or not bool(self._runs(i, k_vec).all())]
+            if skipped:
+                raise PrestoError(f"return_features: blocks {skipped} are dropped for some samples")
         if cfg.budget_conditioning:
             shift, scale = self.budget_ada(bh).chunk(2, dim=-1)
             h = modulate(h, shift, scale)
@@ -331,7 +346,21 @@ class DiT(nn.Module):
         hidden = self.final_norm(h)
         shift, scale = self.final_ada(c_act).chunk(2, dim=-1)
         out = self.final_proj(modulate(hidden, shift, scale)).transpose(1, 2)
+        if want:
+            feat_list = [feats[i] for i in return_features]
+            return (out, hidden, feat_list) if return_hidden else (out, feat_list)
         return (out, hidden) if return_hidden else out
+
+    def _check_features(self, idx) -> set[int]:
+        try:
+            idx = tuple(idx)
+        except TypeError:
+            raise PrestoError(f"return_features must be a tuple of block indices, got {idx!r}") from None
+        for i in idx:
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.cfg.depth:
+                raise PrestoError(f"return_features entries must be block indices in [0, {self.cfg.depth - 1}], "
+                                  f"got {idx!r}")
+        return set(idx)
 
     @staticmethod
     def _per_sample(v, b: int, dev, name: str) -> torch.Tensor:

@@ -228,6 +228,32 @@ def test_return_hidden_is_normalised_and_precond_passes_it():
     assert den.shape == x.shape and h2.shape == (2, 10, 32)
 
 
+def test_return_features_gives_block_outputs():
+    m = make()
+    x, cn, cond = inputs(t=7)
+    plain = m(x, cn, **cond)
+    out, feats = m(x, cn, **cond, return_features=(2, 1))
+    assert torch.equal(out, plain) and len(feats) == 2 and feats[0].shape == (2, 7, 32)
+    out2, hidden, feats2 = m(x, cn, **cond, return_hidden=True, return_features=(1,))
+    assert torch.equal(out2, plain) and torch.equal(feats2[0], feats[1]) and hidden.shape == (2, 7, 32)
+    den, f = Precond(m)(x, torch.tensor([0.5, 3.0]), **cond, return_features=(3,))
+    assert den.shape == x.shape and f[0].shape == (2, 7, 32)
+    # per-sample budgets: a block kept by every sample is fine, a dropped one raises
+    _, f3 = m(x, cn, **cond, layers_dropped=torch.tensor([0, 1]), return_features=(0,))
+    assert f3[0].shape == (2, 7, 32)
+    with pytest.raises(PrestoError):
+        m(x, cn, **cond, layers_dropped=torch.tensor([0, 1]), return_features=(2,))
+    with pytest.raises(PrestoError):
+        m(x, cn, **cond, layers_dropped=1, return_features=(2,))
+    with pytest.raises(PrestoError):
+        m(x, cn, **cond, return_features=(DEPTH,))
+    # gradients flow through the returned features
+    x.requires_grad_(True)
+    _, f4 = m(x, cn, **cond, return_features=(1,))
+    f4[0].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_gradients_reach_every_needed_block():
     m = make(budget_conditioning=True).train()
     perturb(m, seed=4, only="budget_")

@@ -1,0 +1,86 @@
+"""Presto-LS: Presto-S step distillation of a Presto-L layer-distilled model (paper 3.4, 4.6, A.4).
+
+    [accelerate launch -m | python -m] train.presto_ls --config train/configs/<scale>.json
+        [--out RUN_DIR] [--resume latest] [--max-steps N] [--set presto_ls.loop.lr=5e-7] [--cpu]
+
+The loop is train/presto_s.py's Algorithm 1 with two differences: the generator starts from the
+Presto-L component (``generator_model``: budget-conditioned DiT with shifted dropping) and runs, for
+each sample, with the layer budget that the reduced schedule ``schedule`` (default PRESTO_LS =
+[12, 8, 8, 0, 0] at the 28-block reference, rescaled to the model depth) gives at that sample's sigma;
+the real and fake score models are still the ORIGINAL base model (``base_model``) at full depth (the
+only combination that avoids generator collapse, A.4). Export: the generator's EMA as the
+``presto_ls`` component and the "presto-ls" variant {"component": "presto_ls", "sampler": "pingpong",
+"steps": 4, "guidance": {"kind": "none"}, "drop_schedule": [12, 8, 8, 0, 0]}.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from presto_core import checkpoint as ckpt
+from presto_core.budget import PRESTO_LS, DropSchedule, check_schedule
+from presto_core.dit import DiTConfig
+from train.loop import ConfigError, run_main
+from train.presto_s import PrestoSStageConfig, train_stage
+
+
+@dataclass
+class PrestoLSStageConfig(PrestoSStageConfig):
+    """The ``presto_ls`` section: every ``presto_s`` field plus the generator's start and schedule."""
+
+    generator_model: str = "runs/tiny/presto_l/export/presto_l"  # Presto-L DiT component (train.presto_l's export)
+    schedule: tuple[int, ...] = PRESTO_LS  # blocks dropped per descending-noise quintile, 28-block reference
+
+    def __post_init__(self):
+        super().__post_init__()
+        try:
+            self.schedule = check_schedule(self.schedule)
+        except ValueError as e:
+            raise ConfigError(f"presto_ls.schedule: {e}") from None
+
+
+def _dit_config(folder: str) -> dict:
+    if not (Path(folder) / ckpt.CONFIG).is_file():
+        raise FileNotFoundError(f"no DiT component at {folder}: train/export it first or set the path in the config")
+    data = ckpt.read_component_config(folder)
+    if data["kind"] != "dit":
+        raise ConfigError(f"{folder} is a {data['kind']!r} component, not a DiT")
+    return data["config"]
+
+
+def generator_init(cfg: PrestoLSStageConfig) -> str:
+    """Check that ``generator_model`` is a budget-conditioned DiT shaped like the base; return it."""
+    gen, base = (_dit_config(p) for p in (cfg.generator_model, cfg.base_model))
+    if not gen.get("budget_conditioning") or gen.get("drop_mode", "shifted") != "shifted":
+        raise ConfigError(f"presto_ls.generator_model {cfg.generator_model} is not a Presto-L model "
+                          f"(budget_conditioning={gen.get('budget_conditioning')}, drop_mode={gen.get('drop_mode')})")
+    for k in ("latent_channels", "dim", "depth", "heads", "text_dim"):
+        if gen.get(k) != base.get(k):
+            raise ConfigError(f"presto_ls: generator_model and base_model differ in {k}")
+    return cfg.generator_model
+
+
+def generator_kwargs(cfg: PrestoLSStageConfig, gen_cfg: DiTConfig):
+    """sigma (B,) -> {"layers_dropped": per-sample counts (B,) of the rescaled schedule}."""
+    sched = DropSchedule.scaled(cfg.schedule, gen_cfg.depth, cfg.edm)
+    return lambda sigma: {"layers_dropped": sched(sigma)}
+
+
+def variant(cfg: PrestoLSStageConfig) -> dict:
+    return {"component": "presto_ls", "sampler": "pingpong", "steps": int(cfg.sampler_steps),
+            "guidance": {"kind": "none"}, "drop_schedule": list(cfg.schedule)}
+
+
+def train(argv: list[str] | None = None):
+    return train_stage(argv, "presto_ls", PrestoLSStageConfig, generator_init=generator_init,
+                       gen_kwargs=generator_kwargs, variant=variant)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(train, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
