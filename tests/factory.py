@@ -28,12 +28,14 @@ VARIANTS = {
 }
 
 
-def _perturb(module: torch.nn.Module, seed: int, scale: float = 0.02) -> None:
-    """Give zero-initialised output layers small random values so outputs depend on inputs."""
+def perturb(module: torch.nn.Module, seed: int, scale: float = 0.02) -> torch.nn.Module:
+    """Add seeded noise to every parameter, so zero-initialised output layers make outputs
+    depend on inputs. Returns the module."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
             p.add_(scale * torch.randn(p.shape, generator=g))
+    return module
 
 
 def make_model_folder(folder: str | Path, variants=("base", "presto-ls"), with_clap: bool = True,
@@ -48,7 +50,7 @@ def make_model_folder(folder: str | Path, variants=("base", "presto-ls"), with_c
         spec = VARIANTS[name]
         cfg = DiTConfig(**MICRO_DIT, budget_conditioning=bool(spec.get("drop_schedule")))
         dit = DiT(cfg)
-        _perturb(dit, seed + i)
+        perturb(dit, seed + i)
         comps[spec["component"]] = {
             "path": spec["component"],
             "sha256": ckpt.save_component(folder / spec["component"], dit, cfg,

@@ -11,7 +11,7 @@ from presto_core import checkpoint as ckpt
 from presto_core.autoencoder import AudioVAE, VAEConfig
 from presto_core.dit import DiT, DiTConfig
 from presto_core.errors import PrestoError
-from tests.factory import MICRO_DIT, MICRO_VAE, _perturb
+from tests.factory import MICRO_DIT, MICRO_VAE, perturb
 
 
 def _states_equal(a, b):
@@ -28,7 +28,7 @@ def test_round_trip_bit_exact(tmp_path, kind):
     else:
         cfg = DiTConfig(**MICRO_DIT, budget_conditioning=True, drop_mode="ase")
         model = DiT(cfg)
-    _perturb(model, 1)
+    perturb(model, 1)
     sha = ckpt.save_component(tmp_path / kind, model, cfg, meta={"note": "x"})
     loaded, meta = ckpt.load_component(tmp_path / kind, sha)
     assert meta == {"note": "x"}
@@ -40,7 +40,7 @@ def test_round_trip_bit_exact(tmp_path, kind):
 def test_fp16_save_loads_as_fp32_rounded(tmp_path):
     cfg = VAEConfig(**MICRO_VAE)
     model = AudioVAE(cfg)
-    _perturb(model, 2)
+    perturb(model, 2)
     ckpt.save_component(tmp_path / "v", model, cfg, dtype=torch.float16)
     loaded, _ = ckpt.load_component(tmp_path / "v")
     for k, v in model.state_dict().items():

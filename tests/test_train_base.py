@@ -29,16 +29,6 @@ REPO = CONFIGS.parents[1]
 CONFIG = CONFIGS / "test.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on this shared 2-core machine a second OpenMP thread waits for a busy
-    core in every parallel region, which makes micro models ~100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Corpus, a random micro VAE component, a shared latent-cache folder, and the common argv."""

@@ -22,16 +22,6 @@ from train.loop import EXIT_NONFINITE
 CONFIG = CONFIGS / "test.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on this shared 2-core machine a second OpenMP thread waits for a busy
-    core in every parallel region, which makes micro models ~100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def argv(tmp_path_factory):
     corpus = make_corpus(tmp_path_factory.mktemp("clap") / "corpus")

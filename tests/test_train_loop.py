@@ -26,16 +26,6 @@ from train.loop import (
 CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on this shared 2-core machine a second OpenMP thread waits for a busy
-    core in every parallel region, which makes micro models ~100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_corpus(root: Path, n_train: int = 6, n_heldout: int = 2, seconds: float = 1.5, sr: int = 16000) -> Path:
     """A few synthetic tone clips + metadata.jsonl in the train/data dataset format."""
     (root / "audio").mkdir(parents=True, exist_ok=True)

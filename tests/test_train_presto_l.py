@@ -16,7 +16,7 @@ from presto_core.autoencoder import AudioVAE, VAEConfig
 from presto_core.budget import D3, DropSchedule
 from presto_core.dit import DiT, DiTConfig
 from presto_core.edm import Precond, loss_weight
-from tests.test_train_loop import CONFIGS, _one_thread, make_corpus  # noqa: F401  (autouse fixture)
+from tests.test_train_loop import CONFIGS, make_corpus
 from train import presto_l
 from train.checkpointing import CheckpointManager, read_metrics
 

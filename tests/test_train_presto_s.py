@@ -14,6 +14,7 @@ from presto_core import checkpoint as ckpt
 from presto_core.autoencoder import AudioVAE, VAEConfig
 from presto_core.dit import DiT, DiTConfig
 from presto_core.edm import EDMConfig, inference_quantile, karras_sigmas, sample_sigmas
+from tests.factory import perturb
 from tests.test_train_loop import CONFIGS, make_corpus
 from train import presto_s
 from train.checkpointing import CheckpointManager, read_metrics
@@ -23,22 +24,6 @@ from train.loop import Run
 
 CONFIG = CONFIGS / "test.json"
 STEPS = 12  # the test config's max_steps; 5 fake turns per generator turn -> generator turns at 5 and 11
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _perturb(module, seed, std=0.05):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +36,7 @@ def setup(tmp_path_factory):
     vcfg = VAEConfig(**raw["vae"]["model"])
     ckpt.save_component(root / "vae", AudioVAE(vcfg), vcfg)
     dcfg = DiTConfig(**raw["base"]["model"])
-    ckpt.save_component(root / "base", _perturb(DiT(dcfg), 1), dcfg, meta={"edm": {"sigma_data": 0.5}, "step": 1})
+    ckpt.save_component(root / "base", perturb(DiT(dcfg), 1, 0.05), dcfg, meta={"edm": {"sigma_data": 0.5}, "step": 1})
     argv = ["--config", str(CONFIG), "--set", f"data.root={corpus}", "--set", f"presto_s.vae={root / 'vae'}",
             "--set", f"presto_s.base_model={root / 'base'}", "--set", f"presto_s.latent_cache={root / 'cache'}"]
     return root, argv
@@ -307,7 +292,7 @@ def test_presto_ls_generator_drops_layers_and_scores_stay_base(setup):
     torch.manual_seed(2)
     pl = DiT(lcfg)
     pl.load_state_dict(base.state_dict(), strict=False)
-    _perturb(pl.budget_embed, 3), _perturb(pl.budget_ada, 4)  # a "trained" Presto-L model
+    perturb(pl.budget_embed, 3, 0.05), perturb(pl.budget_ada, 4, 0.05)  # a "trained" Presto-L model
     ckpt.save_component(root / "presto_l", pl, lcfg, meta={"edm": {"sigma_data": 0.5}})
     ls_argv = [a.replace("presto_s.", "presto_ls.") for a in argv] + [
         "--set", f"presto_ls.generator_model={root / 'presto_l'}"]
