@@ -130,15 +130,20 @@ def save_component(
     return hashlib.sha256(blob).hexdigest()
 
 
+def _read_json(path: Path, missing: str, what: str):
+    """Parse ``path``; a missing file raises PrestoError(``missing``), bad JSON names ``what``."""
+    if not path.is_file():
+        raise PrestoError(missing)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PrestoError(f"corrupt {what}{path}: {e}") from None
+
+
 def read_component_config(folder: str | Path) -> dict:
     """The parsed ``config.json`` of a component folder, with clear errors."""
     path = Path(folder) / CONFIG
-    if not path.is_file():
-        raise PrestoError(f"missing model config {path}; the model folder is incomplete")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PrestoError(f"corrupt model config {path}: {e}") from None
+    data = _read_json(path, f"missing model config {path}; the model folder is incomplete", "model config ")
     if not isinstance(data, dict) or "kind" not in data or "config" not in data:
         raise PrestoError(f"corrupt model config {path}: needs 'kind' and 'config'")
     return data
@@ -195,14 +200,10 @@ def write_index(folder: str | Path, index: dict) -> None:
 def read_index(folder: str | Path) -> dict:
     """Parse and check ``model_index.json`` of a model folder."""
     path = Path(folder) / INDEX
-    if not path.is_file():
-        raise PrestoError(f"{folder} is not a Presto model folder: {INDEX} is missing")
-    try:
-        index = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PrestoError(f"corrupt {path}: {e}") from None
-    if index.get("format") != FORMAT:
-        raise PrestoError(f"{path}: not a Presto model index (format {index.get('format')!r})")
+    index = _read_json(path, f"{folder} is not a Presto model folder: {INDEX} is missing", "")
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        fmt = index.get("format") if isinstance(index, dict) else None
+        raise PrestoError(f"{path}: not a Presto model index (format {fmt!r})")
     if index.get("version", 0) > VERSION:
         raise PrestoError(f"{path}: version {index['version']} is newer than this library supports ({VERSION})")
     for key in ("components", "variants", "default_variant"):

@@ -103,8 +103,12 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
 def test_index_errors(tmp_path):
     with pytest.raises(PrestoError, match="not a Presto model folder"):
         ckpt.read_index(tmp_path)
-    (tmp_path / ckpt.INDEX).write_text(json.dumps({"format": "other"}))
-    with pytest.raises(PrestoError, match="not a Presto model index"):
+    for bad in ({"format": "other"}, [1, 2]):
+        (tmp_path / ckpt.INDEX).write_text(json.dumps(bad))
+        with pytest.raises(PrestoError, match="not a Presto model index"):
+            ckpt.read_index(tmp_path)
+    (tmp_path / ckpt.INDEX).write_text("{oops")
+    with pytest.raises(PrestoError, match="corrupt"):
         ckpt.read_index(tmp_path)
     ckpt.write_index(tmp_path, {"components": {}, "variants": {}})
     with pytest.raises(PrestoError, match="default_variant"):
