@@ -79,6 +79,15 @@ def _slot_updates(record: dict | None, n_slots: int, with_buttons: bool):
     return out
 
 
+def _result_card(audio_id: str, image_height: int, **column_kwargs) -> list:
+    """A hidden column with a caption, a player and a spectrogram: [column, markdown, audio, image]."""
+    with gr.Column(visible=False, **column_kwargs) as col:
+        info = gr.Markdown()
+        audio = gr.Audio(type="filepath", interactive=False, show_label=False, elem_id=audio_id)
+        img = gr.Image(type="filepath", interactive=False, show_label=False, height=image_height)
+    return [col, info, audio, img]
+
+
 def _examples(prompts) -> list[list]:
     """[prompt, bpm] rows from the model folder's prompts ({"prompt", "bpm"} dicts or plain text)."""
     rows = []
@@ -208,12 +217,8 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                 for row in range(0, MAX_SWEEP, 4):
                     with gr.Row():
                         for i in range(row, row + 4):
-                            with gr.Column(visible=False, min_width=200, elem_classes="presto-sweep-col") as col:
-                                s_info = gr.Markdown()
-                                s_audio = gr.Audio(type="filepath", interactive=False, show_label=False,
-                                                   elem_id=f"sweep-audio-{i}")
-                                s_img = gr.Image(type="filepath", interactive=False, show_label=False, height=110)
-                            sweep_out += [col, s_info, s_audio, s_img]
+                            sweep_out += _result_card(f"sweep-audio-{i}", 110, min_width=200,
+                                                      elem_classes="presto-sweep-col")
                 with gr.Accordion("Files and report", open=False):
                     sweep_files = gr.File(file_count="multiple", interactive=False, label="WAV files")
                     sweep_rep = gr.JSON(label="Report (with each ρ's σ schedule)")
@@ -230,12 +235,7 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                 ab_out = []
                 with gr.Row():
                     for i in range(2):
-                        with gr.Column(visible=False) as col:
-                            a_info = gr.Markdown()
-                            a_audio = gr.Audio(type="filepath", interactive=False, show_label=False,
-                                               elem_id=f"ab-audio-{i}")
-                            a_img = gr.Image(type="filepath", interactive=False, show_label=False, height=130)
-                        ab_out += [col, a_info, a_audio, a_img]
+                        ab_out += _result_card(f"ab-audio-{i}", 130)
                 with gr.Accordion("Files and report", open=False):
                     ab_files = gr.File(file_count="multiple", interactive=False, label="WAV files")
                     ab_rep = gr.JSON(label="Report")
