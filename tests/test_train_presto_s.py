@@ -65,8 +65,10 @@ def reference(setup):
         return gen, psi, real, gcfg
 
     def spy_end_step(self, **metrics):
+        out = end_step(self, **metrics)
         snaps.append({k: _flat(v) for k, v in nets.items()})
-        return end_step(self, **metrics)
+        snaps[-1]["ema_updates"] = self._emas["generator"][0].updates
+        return out
 
     mp = pytest.MonkeyPatch()
     mp.setattr(presto_s, "build_networks", spy_build)
@@ -84,7 +86,7 @@ def test_turn_ratio_and_which_networks_change(reference):
     gen_turns, fake_turns = [], []
     for i in range(STEPS):
         before, after = snaps[i], snaps[i + 1]
-        changed = {k for k in before if not torch.equal(before[k], after[k])}
+        changed = {k for k in ("gen", "fake", "head", "real") if not torch.equal(before[k], after[k])}
         assert "real" not in changed  # the real score model never changes
         if changed == {"gen"}:
             gen_turns.append(i)
@@ -92,6 +94,8 @@ def test_turn_ratio_and_which_networks_change(reference):
             assert changed == {"fake", "head"}, (i, changed)
             fake_turns.append(i)
     assert gen_turns == [5, 11] and len(fake_turns) == 10  # 5 fake/discriminator updates per generator update
+    # The generator's EMA averages once per generator update, not once per iteration.
+    assert [snaps[i + 1]["ema_updates"] for i in range(STEPS)] == [0] * 5 + [1] * 6 + [2]
     assert all(presto_s.is_generator_turn(i, 5) == (i in gen_turns) for i in range(STEPS))
     assert torch.equal(snaps[0]["real"], snaps[-1]["real"])
 

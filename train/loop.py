@@ -276,10 +276,12 @@ class Run:
         optimizer.zero_grad(set_to_none=True)
         return norm
 
-    def end_step(self, **metrics) -> None:
-        """Finish the step: EMA updates, step counter, progress bar, logging, periodic checkpoint."""
-        for e, inner in self._emas.values():
-            e.update(inner)
+    def end_step(self, update_ema: bool = True, **metrics) -> None:
+        """Finish the step: EMA updates (unless ``update_ema`` is False, e.g. on a step that did not
+        change the averaged model), step counter, progress bar, logging, periodic checkpoint."""
+        if update_ema:
+            for e, inner in self._emas.values():
+                e.update(inner)
         self._step.value += 1
         self._in_step = False
         for k, v in metrics.items():

@@ -372,7 +372,9 @@ def train_stage(argv, stage: str, cfg_cls, *, generator_init: Callable | None = 
                 opt_g.zero_grad(set_to_none=True)
                 metrics["fake_grad_norm"] = gn
         meter.add(**metrics)
-        run.end_step(generator_turn=float(gen_turn))
+        # The generator only changes on its own turns; averaging it on fake turns too would make
+        # the EMA decay per generator update decay ** (fake_updates_per_gen + 1).
+        run.end_step(update_ema=gen_turn, generator_turn=float(gen_turn))
         if run.step % cfg.loop.log_every == 0 or run.done:
             run.log(**meter.pop())
 
