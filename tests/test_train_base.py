@@ -20,7 +20,7 @@ from presto_core import checkpoint as ckpt
 from presto_core.autoencoder import AudioVAE, VAEConfig
 from presto_core.clap import ClapConfig, EmbeddedClap
 from presto_core.dit import DiT, DiTConfig
-from tests.test_train_loop import CONFIGS, make_corpus
+from tests.test_train_loop import CONFIGS, logged_values, make_corpus
 from train import base, export
 from train.checkpointing import CheckpointManager, read_metrics
 from train.loop import EXIT_NONFINITE
@@ -98,10 +98,7 @@ def test_resume_reproduces_the_uninterrupted_run(setup, reference):
     out = root / "resumed"
     assert base.main(argv + ["--out", str(out), "--max-steps", "3"]) == 0
     assert base.main(argv + ["--out", str(out), "--resume", "latest"]) == 0
-    def values(run_dir):  # losses, grad norms, lrs and held-out losses; not the timings
-        return [{k: v for k, v in m.items() if k != "steps_per_s"} for m in read_metrics(run_dir)]
-
-    assert values(out) == values(reference)
+    assert logged_values(out) == logged_values(reference)
     for a, b in zip(_weights(out, 6), _weights(reference, 6)):
         assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -26,6 +26,11 @@ from train.loop import (
 CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
 
 
+def logged_values(run_dir) -> list[dict]:
+    """A run's metrics.jsonl without the wall-clock rate, for comparing two runs exactly."""
+    return [{k: v for k, v in m.items() if k != "steps_per_s"} for m in read_metrics(run_dir)]
+
+
 def make_corpus(root: Path, n_train: int = 6, n_heldout: int = 2, seconds: float = 1.5, sr: int = 16000) -> Path:
     """A few synthetic tone clips + metadata.jsonl in the train/data dataset format."""
     (root / "audio").mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from presto_core.autoencoder import AudioVAE, VAEConfig
 from presto_core.budget import D3, DropSchedule
 from presto_core.dit import DiT, DiTConfig
 from presto_core.edm import Precond, loss_weight
-from tests.test_train_loop import CONFIGS, make_corpus
+from tests.test_train_loop import CONFIGS, logged_values, make_corpus
 from train import presto_l
 from train.checkpointing import CheckpointManager, read_metrics
 
@@ -202,10 +202,8 @@ def test_resume_reproduces_the_uninterrupted_run(setup, reference):
     assert presto_l.main(argv + ["--out", str(out), "--max-steps", "2"]) == 0
     assert presto_l.main(argv + ["--out", str(out), "--resume", "latest"]) == 0
 
-    def values(run_dir):
-        return [{k: v for k, v in m.items() if k != "steps_per_s"} for m in read_metrics(run_dir)]
 
-    assert values(out) == values(reference)
+    assert logged_values(out) == logged_values(reference)
     for name in ("model.safetensors", "ema_model.safetensors"):
         a, b = (load_file(str(CheckpointManager(d / "checkpoints").final_dir(4) / name)) for d in (out, reference))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

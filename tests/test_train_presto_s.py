@@ -15,7 +15,7 @@ from presto_core.autoencoder import AudioVAE, VAEConfig
 from presto_core.dit import DiT, DiTConfig
 from presto_core.edm import EDMConfig, inference_quantile, karras_sigmas, sample_sigmas
 from tests.factory import perturb
-from tests.test_train_loop import CONFIGS, make_corpus
+from tests.test_train_loop import CONFIGS, logged_values, make_corpus
 from train import presto_s
 from train.checkpointing import CheckpointManager, read_metrics
 from train.config import from_dict, read_config_file
@@ -222,10 +222,8 @@ def test_resume_reproduces_the_uninterrupted_run(setup, reference):
     assert presto_s.main(argv + ["--out", str(out), "--max-steps", "6"]) == 0
     assert presto_s.main(argv + ["--out", str(out), "--resume", "latest"]) == 0
 
-    def values(run_dir):
-        return [{k: v for k, v in m.items() if k != "steps_per_s"} for m in read_metrics(run_dir)]
 
-    assert values(out) == values(ref_dir)
+    assert logged_values(out) == logged_values(ref_dir)
     a = CheckpointManager(out / "checkpoints").final_dir(STEPS)
     b = CheckpointManager(ref_dir / "checkpoints").final_dir(STEPS)
     from safetensors.torch import load_file
