@@ -109,6 +109,22 @@ def test_resume_is_exact(full_run, corpus, tmp_path):
     assert [e["step"] for e in read_eval(out)] == [2, 4]
 
 
+def test_decoder_finetune_keeps_encoder_and_latent_scale(full_run, corpus, tmp_path):
+    init = full_run / "export" / "vae"
+    out = tmp_path / "dec"
+    assert main(_args(corpus, out, "--max-steps", "2", "--set", f"vae.init={init}",
+                      "--set", "vae.freeze_encoder=true")) == 0
+    before, _ = load_component(init)
+    after, meta = load_component(out / "export" / "vae")
+    assert after.cfg.latent_scale == before.cfg.latent_scale  # cached latents stay valid
+    enc_a, enc_b = before.encoder.state_dict(), after.encoder.state_dict()
+    assert all(torch.equal(enc_a[k], enc_b[k]) for k in enc_a)
+    dec_a, dec_b = before.decoder.state_dict(), after.decoder.state_dict()
+    assert any(not torch.equal(dec_a[k], dec_b[k]) for k in dec_a)
+    assert meta["step"] == 2
+    assert main(_args(corpus, tmp_path / "bad", "--set", "vae.freeze_encoder=true")) == 2  # needs init
+
+
 def test_nan_guard_and_config_errors(corpus, tmp_path):
     out = tmp_path / "nan"
     rc = main(_args(corpus, out, "--max-steps", "3", "--set", "vae.loop.debug_nan_at_step=1"))

@@ -82,6 +82,12 @@ class VAEStageConfig:
     scale_items: int = 32  # training crops used to measure the latent std
     scale_seconds: float = 2.0
     target_latent_std: float = 0.5  # EDM sigma_data
+    # Decoder fine-tuning: start from a VAE component folder (e.g. RUN/export/vae) and, with
+    # freeze_encoder, train only the decoder. The latents (and latent_scale) stay those of `init`,
+    # so a latent cache and a diffusion model built on `init` remain valid while the decoder
+    # improves (the same split as Stable Diffusion's ft-MSE decoder).
+    init: str = ""
+    freeze_encoder: bool = False
 
     def __post_init__(self):
         if len(self.mel_windows) != len(self.mel_bins) or not self.mel_windows:
@@ -98,6 +104,8 @@ class VAEStageConfig:
             raise ConfigError(f"vae.lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.eval_items < 1 or self.scale_items < 1:
             raise ConfigError("vae.eval_items and vae.scale_items must be >= 1")
+        if self.freeze_encoder and not self.init:
+            raise ConfigError("vae.freeze_encoder needs vae.init (the VAE whose encoder is kept)")
 
     @property
     def uses_gan(self) -> bool:
@@ -190,6 +198,20 @@ def scaled_config(model_cfg: VAEConfig, std: float, target: float = 0.5) -> VAEC
 # Training
 
 
+def load_init(folder: str, model_cfg: VAEConfig, freeze_encoder: bool) -> AudioVAE:
+    """The VAE stored in component folder ``folder`` (trainable, fp32). Its architecture must match
+    ``model_cfg`` (latent_scale aside); with ``freeze_encoder`` the encoder gets no gradients."""
+    vae, _ = ckpt.load_component(folder)
+    if not isinstance(vae, AudioVAE):
+        raise ConfigError(f"vae.init={folder} is not a VAE component")
+    if dataclasses.replace(vae.cfg, latent_scale=model_cfg.latent_scale) != model_cfg:
+        raise ConfigError(f"vae.init={folder} has another architecture than vae.model")
+    vae.train()
+    for q in vae.encoder.parameters():
+        q.requires_grad_(not freeze_encoder)
+    return vae
+
+
 def _split(outs, b: int):
     """Discriminator outputs on cat([real, fake]) -> (real outputs, fake outputs)."""
     return [[f[:b] for f in feats] for feats in outs], [[f[b:] for f in feats] for feats in outs]
@@ -251,6 +273,8 @@ def train(argv: list[str] | None = None) -> Path:
 
     torch.manual_seed(cfg.loop.seed)
     vae, disc = AudioVAE(mc), Discriminator(cfg.disc)
+    if cfg.init:
+        vae = load_init(cfg.init, mc, cfg.freeze_encoder)
     mel_loss = MultiScaleMelLoss(mc.sample_rate, cfg.mel_windows, cfg.mel_bins).to(run.device)
     stft_loss = MultiResolutionSTFTLoss(cfg.stft_fft_sizes).to(run.device) if cfg.stft_weight else None
     p = vae.num_params()
@@ -259,7 +283,7 @@ def train(argv: list[str] | None = None) -> Path:
               f"{len(dataset)} files, crops of {dataset.n // hop * hop} samples, "
               f"{run.accelerator.num_processes} process(es), {run.mixed_precision}")
 
-    opt_g = run.adam(vae.parameters())
+    opt_g = run.adam([q for q in vae.parameters() if q.requires_grad])
     opt_d = run.adam(disc.parameters(), lr=cfg.disc_lr or None)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, WarmupDecay(cfg.loop.warmup_steps, cfg.lr_decay))
     sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, WarmupDecay(cfg.loop.warmup_steps, cfg.lr_decay))
@@ -300,7 +324,7 @@ def train(argv: list[str] | None = None) -> Path:
 
         mel = mel_loss(recon, wav)
         kl = AudioVAE.kl(mean, logvar)
-        loss = cfg.mel_weight * mel + cfg.kl_weight * kl
+        loss = cfg.mel_weight * mel + (0.0 if cfg.freeze_encoder else cfg.kl_weight) * kl
         metrics.update(mel=mel, kl=kl)
         if stft_loss is not None:
             metrics["stft"] = stft_loss(recon, wav)
@@ -334,7 +358,8 @@ def train(argv: list[str] | None = None) -> Path:
         scale_clips = load_clips(data.root, data.train_split, cfg.scale_seconds, mc.sample_rate, hop,
                                  cfg.scale_items, cfg.target_db, cfg.loop.seed + 1)
         stats = measure_latent_stats(inner, scale_clips)
-        out_cfg = scaled_config(inner.cfg, stats["std"], cfg.target_latent_std)
+        # A frozen encoder keeps init's latent_scale: latents cached with it must still decode.
+        out_cfg = inner.cfg if cfg.freeze_encoder else scaled_config(inner.cfg, stats["std"], cfg.target_latent_std)
         folder = run.out_dir / "export" / "vae"
         ckpt.save_component(folder, inner.float(), out_cfg, meta={
             "step": run.step, "eval": final, "latent_stats": stats, "config_file": str(args.config),
