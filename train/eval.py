@@ -76,7 +76,8 @@ def heldout_items(corpus: str | None, pipe) -> list[dict]:
     return items
 
 
-def _clamp_bpm(bpm: float) -> float:
+def clamp_bpm(bpm: float) -> float:
+    """A BPM label clamped into the range a generation request accepts (presto_core.request.LIMITS)."""
     from presto_core.request import LIMITS
 
     lo, hi = LIMITS["bpm"]
@@ -145,7 +146,7 @@ def generate_set(pipe, variant: str, items: list[dict], num: int, duration: floa
     clips, prompts = [], []
     for i in range(num):
         it = items[i % len(items)]
-        res = pipe.generate(prompt=it["prompt"], bpm=_clamp_bpm(it["bpm"]), duration=duration, num_clips=1,
+        res = pipe.generate(prompt=it["prompt"], bpm=clamp_bpm(it["bpm"]), duration=duration, num_clips=1,
                             variant=variant, seed=seed + i, reject_ratio=reject_ratio, steps=steps)
         clips.append(res.clips[0].audio)
         prompts.append(it["prompt"])
@@ -271,7 +272,8 @@ def _fmt(v, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if abs(v) < 1e5 else f"{v:.3g}"
 
 
-def _table(rows: list[dict], cols: list[tuple[str, str]]) -> list[str]:
+def markdown_table(rows: list[dict], cols: list[tuple[str, str]]) -> list[str]:
+    """Markdown table lines of ``rows`` with ``cols`` = [(key, header), ...]."""
     out = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
     out += ["| " + " | ".join(_fmt(r.get(k)) for k, _ in cols) + " |" for r in rows]
     return out
@@ -295,7 +297,7 @@ def render_markdown(report: dict) -> str:
               "density, recall, coverage (higher is better; k-NN k shown)."
               " Each variant with its own sampler and guidance; ping-pong generators at 4 steps unless"
               " --steps says otherwise.", ""]
-    lines += _table(report["quality"], [("variant", "Variant"), ("sampler", "Sampler"), ("steps", "Steps"),
+    lines += markdown_table(report["quality"], [("variant", "Variant"), ("sampler", "Sampler"), ("steps", "Steps"),
                                         ("reject_ratio", "Reject"), ("n", "N"), ("fad", "FAD ↓"),
                                         ("mmd", "MMD ↓"), ("clap", "CLAP ↑"), ("density", "Density ↑"),
                                         ("recall", "Recall ↑"), ("coverage", "Coverage ↑"), ("k", "k")])
@@ -308,7 +310,7 @@ def render_markdown(report: dict) -> str:
               "(paper appendix A.6); RTF = batch x duration / mono latency; end-to-end adds text encoding "
               "and CLAP scoring. Speed-up = base mono latency / variant mono latency at the same batch.",
               f"Batch 'max': {report['max_batch_note']}", ""]
-    lines += _table(report["speed"], [("variant", "Variant"), ("steps", "Steps"), ("batch", "Batch"),
+    lines += markdown_table(report["speed"], [("variant", "Variant"), ("steps", "Steps"), ("batch", "Batch"),
                                       ("generation_ms", "Generation ms"),
                                       ("decoding_ms", "Decoding ms"), ("mono_latency_ms", "Mono latency ms"),
                                       ("rtf", "RTF"), ("total_ms", "End-to-end ms"), ("rtf_e2e", "RTF e2e"),

@@ -1,7 +1,7 @@
 """Assemble a Presto model folder (presto_core.checkpoint layout) from trained components.
 
     python -m train.export --config train/configs/<scale>.json --out MODEL_DIR
-        [--run RUN_DIR] [--checkpoint latest|STEP|DIR] [--vae DIR] [--clap DIR] [--fp16] [--set ...]
+        [--run RUN_DIR] [--checkpoint latest|STEP|DIR] [--vae DIR] [--clap DIR] [--fp16] [--int8] [--set ...]
 
 Takes the base run's EMA weights from a checkpoint (default: the latest of RUN_DIR, default
 runs/<config name>/base), the VAE and CLAP component folders named in the config (or given here),
@@ -50,11 +50,13 @@ def heldout_prompts(data, limit: int = 32) -> list[dict]:
     return out[: max(int(limit), 0)]
 
 
-def _copy_component(src: Path, dst: Path, fp16: bool) -> str:
-    """Copy (or, for fp16, re-save with half-precision floats) one component; returns its sha256."""
-    if fp16:
+def _copy_component(src: Path, dst: Path, fp16: bool, quantize: str | None = None) -> str:
+    """Copy (or, for fp16 or ``quantize``, re-save via :func:`ckpt.save_component`) one component;
+    returns its sha256."""
+    if fp16 or quantize:
         module, meta = ckpt.load_component(src)
-        return ckpt.save_component(dst, module, module.cfg, meta=meta, dtype=torch.float16)
+        return ckpt.save_component(dst, module, module.cfg, meta=meta,
+                                   dtype=torch.float16 if fp16 else None, quantize=quantize)
     dst.mkdir(parents=True, exist_ok=True)
     for name in (ckpt.CONFIG, ckpt.WEIGHTS):
         if not (src / name).is_file():
@@ -65,10 +67,13 @@ def _copy_component(src: Path, dst: Path, fp16: bool) -> str:
 
 def build_model_folder(out: str | os.PathLike, *, vae, base, clap=None, text_encoder: dict | None = None,
                        prompts: list | None = None, fp16: bool = False, steps: int = 16,
-                       guidance: float = 0.8, max_duration: float = 32.0, extra_variants: dict | None = None) -> Path:
+                       guidance: float = 0.8, max_duration: float = 32.0, extra_variants: dict | None = None,
+                       quantize: str | None = None) -> Path:
     """Write a complete model folder at ``out`` from component folders ``vae``, ``base`` (kind dit,
     meta holding "edm") and optionally ``clap``. ``extra_variants`` maps variant name -> (spec dict,
-    component folder) for later stages (Presto-L/S/LS). Returns ``out``."""
+    component folder) for later stages (Presto-L/S/LS). ``quantize="int8"`` stores the diffusion
+    components (base and extra variants; not the VAE or CLAP) int8-quantized, see
+    :func:`ckpt.save_component`. Returns ``out``."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -80,7 +85,9 @@ def build_model_folder(out: str | os.PathLike, *, vae, base, clap=None, text_enc
         for name, (spec, folder) in (extra_variants or {}).items():
             sources[spec["component"]] = Path(folder)
             variants[name] = spec
-        comps = {name: {"path": name, "sha256": _copy_component(src, tmp / name, fp16)}
+        diffusion = {spec["component"] for spec in variants.values()}
+        comps = {name: {"path": name, "sha256": _copy_component(src, tmp / name, fp16,
+                                                                quantize if name in diffusion else None)}
                  for name, src in sources.items()}
         vae_cfg = ckpt.read_component_config(tmp / "vae")["config"]
         (tmp / "prompts.json").write_text(json.dumps(prompts or [], indent=1) + "\n")
@@ -132,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vae", default=None, help="VAE component folder (default: base.vae of the config)")
     ap.add_argument("--clap", default=None, help="CLAP component folder (default: base.clap of the config)")
     ap.add_argument("--fp16", action="store_true", help="store weights in float16 (smaller embedded assets)")
+    ap.add_argument("--int8", action="store_true",
+                    help="store the diffusion transformer's large weight matrices as int8 with per-channel scales "
+                         "(other floats float16); dequantized to float32 at load")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args(argv)
     try:
@@ -150,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             a.out, vae=a.vae or cfg.vae, base=comp, clap=a.clap or cfg.clap or None, text_encoder=cfg.text_encoder,
             prompts=heldout_prompts(data, cfg.num_prompts), fp16=a.fp16 or cfg.export_fp16,
             steps=cfg.sampler_steps, guidance=cfg.guidance_scale, max_duration=cfg.max_duration,
+            quantize="int8" if a.int8 else None,
         )
     print(f"exported {ck} -> {out}", file=sys.stderr)
     return 0

@@ -1,0 +1,370 @@
+"""Measured report of a Presto model folder on a corpus's held-out pieces: VAE reconstruction,
+tempo adherence of generated samples and CLAP retrieval, as Markdown tables (and JSON).
+
+    python -m train.report --model MODEL_DIR --corpus CORPUS_DIR [--variant base] [--num N]
+        [--duration S] [--steps K] [--seed 0] [--json OUT.json] [--markdown OUT.md] [--device cpu]
+
+1. VAE reconstruction: one crop of ``--vae-seconds`` (default 8) per held-out piece (split
+   "heldout" of CORPUS_DIR/metadata.jsonl), starting 4 s in (earlier if the piece is short),
+   loudness-normalised to -20 dBFS like training, encoded to the posterior mean and decoded.
+   Multi-resolution STFT distance (lower is better) and SI-SDR (dB, higher is better), mean and
+   per piece. Two references scored the same way: the input low-passed at 4 kHz (a band-limited
+   but otherwise perfect codec) and another held-out piece in place of the reconstruction (chance).
+2. Tempo adherence: ``--num`` clips (default 16) of ``--duration`` s (default 10) with
+   ``--variant``, one per held-out prompt (first caption and labelled BPM, cycling), seeds
+   ``--seed + i``; tempo measured by librosa's estimator (train.data.inspect_corpus). Rows: the
+   clips against their requested BPM; the same clips against every *other* prompt's BPM (chance:
+   the agreement a model that ignores BPM gets); the real held-out audio (crops of the same length)
+   against its label (the tracker's own accuracy) and against the other labels. "ok" = within 4 %,
+   "octave" = at 1/2x or 2x; the error is |measured / target - 1| after folding octaves.
+3. CLAP retrieval with the model folder's CLAP: text -> audio top-1 / top-5 over the held-out
+   pieces (one ``--clap-seconds`` crop each, default 10; first caption, and the mean over the
+   caption phrasings) and over the generated clips (prompt -> its clip, one clip per distinct
+   prompt); chance k / N beside. All audio is loudness-normalised as in CLAP training.
+
+Bad arguments print one error line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from presto_core.errors import PrestoError, check_number
+from train.eval import clamp_bpm, markdown_table, embed_audio, embed_text, generate_set, machine_info
+
+TARGET_DB = -20.0  # training loudness of every crop (train.data.dataset, train.vae)
+CROP_START_S = 4.0  # skips count-ins and fade-ins
+LOWPASS_HZ = 4000.0
+OCTAVES = (0.5, 1.0, 2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def heldout_records(corpus: str) -> list[dict]:
+    """{prompt (first caption), captions, bpm, path} of each held-out piece of CORPUS/metadata.jsonl.
+    Raises PrestoError if the file is missing or malformed or has no held-out piece."""
+    from train.data.dataset import read_metadata
+
+    try:
+        recs = read_metadata(corpus, "heldout")
+    except (OSError, ValueError) as e:
+        raise PrestoError(f"--corpus: {e}") from None
+    if not recs:
+        raise PrestoError(f"--corpus: {corpus}/metadata.jsonl has no items with split 'heldout'")
+    return [{"prompt": r["captions"][0], "captions": r["captions"], "bpm": r["bpm"], "path": r["abs_path"]}
+            for r in recs]
+
+
+def load_crop(path: str, sample_rate: int, seconds: float, start_s: float = CROP_START_S) -> np.ndarray:
+    """Mono float32 crop, shape (round(seconds * sample_rate),), from ``start_s`` into the file (earlier
+    if the file ends sooner; zero-padded if shorter than ``seconds``), RMS-normalised to -20 dBFS."""
+    import soundfile as sf
+
+    from train.data.augment import rms_normalize
+    from train.data.dataset import load_mono
+
+    start = min(start_s, max(sf.info(path).duration - seconds, 0.0))
+    n = int(round(seconds * sample_rate))
+    wav = load_mono(path, sample_rate, start, seconds)[:n]
+    return rms_normalize(np.pad(wav, (0, n - len(wav))), TARGET_DB)
+
+
+def normalized(clips: list[np.ndarray]) -> list[np.ndarray]:
+    """Clips RMS-normalised to the training loudness (what CLAP was trained on)."""
+    from train.data.augment import rms_normalize
+
+    return [rms_normalize(c, TARGET_DB) for c in clips]
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. VAE reconstruction
+
+
+def lowpass(x: torch.Tensor, sample_rate: int, cutoff_hz: float = LOWPASS_HZ) -> torch.Tensor:
+    """(..., N) waveforms with every FFT bin above ``cutoff_hz`` zeroed; same shape."""
+    spec = torch.fft.rfft(x.double())
+    spec[..., torch.fft.rfftfreq(x.shape[-1], 1.0 / sample_rate) > cutoff_hz] = 0
+    return torch.fft.irfft(spec, n=x.shape[-1]).to(x.dtype)
+
+
+def pair_metrics(estimate: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    """Mean per-clip multi-resolution STFT distance and SI-SDR (dB) of (K, 1, N) estimates."""
+    from presto_core.audio import mrstft_distance, si_sdr
+
+    pairs = list(zip(estimate, reference))
+    return {"mrstft": statistics.fmean(float(mrstft_distance(e, r)) for e, r in pairs),
+            "si_sdr": statistics.fmean(float(si_sdr(e[0], r[0])) for e, r in pairs)}
+
+
+def vae_section(vae, items: list[dict], seconds: float) -> dict:
+    """Posterior-mean reconstruction metrics of one crop per held-out item, with two references."""
+    from train.vae import evaluate
+
+    sr, hop = vae.cfg.sample_rate, vae.cfg.hop
+    n = int(round(seconds * sr)) // hop * hop
+    if n < hop:
+        raise PrestoError(f"--vae-seconds {seconds} is shorter than one latent frame ({hop / sr:.3f} s)")
+    clips = torch.stack([torch.from_numpy(load_crop(it["path"], sr, seconds)[:n]) for it in items])[:, None]
+    pieces = [{"path": it["path"], **evaluate(vae, clips[i: i + 1])} for i, it in enumerate(items)]
+    rows = [{"name": "VAE (posterior mean)",
+             **{k: statistics.fmean(p[k] for p in pieces) for k in ("mrstft", "si_sdr")}},
+            {"name": f"reference: input low-passed at {LOWPASS_HZ / 1000:g} kHz",
+             **pair_metrics(lowpass(clips, sr), clips)}]
+    other = pair_metrics(clips.roll(1, 0), clips) if len(items) > 1 else {"mrstft": None, "si_sdr": None}
+    rows.append({"name": "reference: another held-out piece (chance)", **other})
+    return {"seconds": n / sr, "sample_rate": sr, "rows": rows, "pieces": pieces}
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Tempo adherence
+
+
+def octave_error(measured: float, target: float) -> float:
+    """|measured / target - 1| for the closest of target x 1/2, 1, 2 (a tracker's octave ambiguity)."""
+    return min(abs(measured / (target * k) - 1.0) for k in OCTAVES)
+
+
+def tempo_stats(pairs: list[tuple[float, float]]) -> dict:
+    """Agreement of (measured, target) BPM pairs: n, fraction "ok", fraction "ok" or "octave"
+    (train.data.inspect_corpus.tempo_match) and the median octave-folded relative error."""
+    from train.data.inspect_corpus import tempo_match
+
+    if not pairs:
+        return {"n": 0, "ok": None, "ok_or_octave": None, "median_error": None}
+    matches = [tempo_match(m, t) for m, t in pairs]
+    return {"n": len(pairs), "ok": matches.count("ok") / len(pairs),
+            "ok_or_octave": (matches.count("ok") + matches.count("octave")) / len(pairs),
+            "median_error": statistics.median(octave_error(m, t) for m, t in pairs)}
+
+
+def chance_pairs(measured: list[float], owners: list[int], bpms: list[float]) -> list[tuple[float, float]]:
+    """Each measured tempo against the BPM of every item other than its own (``owners[i]`` indexes
+    ``bpms``): the exact mean over all mismatched assignments, not one random permutation."""
+    return [(m, bpms[b]) for m, a in zip(measured, owners) for b in range(len(bpms)) if b != a]
+
+
+def measure_all(clips: list[np.ndarray], sample_rate: int) -> list[float]:
+    """Measured tempo (BPM) of each clip."""
+    from train.data.inspect_corpus import measure_tempo
+
+    return [measure_tempo(c, sample_rate) for c in clips]
+
+
+def tempo_section(pipe, items: list[dict], clips: list[np.ndarray], duration: float, seed: int) -> dict:
+    """Tempo rows for generated ``clips`` (clip i for ``items[i % len(items)]``, seed + i) and the
+    real held-out audio cropped to ``duration`` s; per-clip measurements beside."""
+    from train.data.inspect_corpus import tempo_match
+
+    sr = pipe.sample_rate
+    owners = [i % len(items) for i in range(len(clips))]
+    requested = [clamp_bpm(it["bpm"]) for it in items]
+    labels = [it["bpm"] for it in items]
+    gen = measure_all(clips, sr)
+    real = measure_all([load_crop(it["path"], sr, duration) for it in items], sr)
+    own = list(range(len(items)))
+    rows = [
+        {"name": "generated vs requested BPM", **tempo_stats([(m, requested[a]) for m, a in zip(gen, owners)])},
+        {"name": "generated vs other prompts' BPM (chance)", **tempo_stats(chance_pairs(gen, owners, requested))},
+        {"name": "real held-out vs labelled BPM (tracker)", **tempo_stats(list(zip(real, labels)))},
+        {"name": "real held-out vs other labels (chance)", **tempo_stats(chance_pairs(real, own, labels))},
+    ]
+    generated = [{"prompt": items[a]["prompt"], "seed": seed + i, "requested_bpm": requested[a], "measured_bpm": m,
+                  "match": tempo_match(m, requested[a])} for i, (m, a) in enumerate(zip(gen, owners))]
+    heldout = [{"path": it["path"], "bpm": it["bpm"], "measured_bpm": m, "match": tempo_match(m, it["bpm"])}
+               for it, m in zip(items, real)]
+    return {"rows": rows, "generated": generated, "heldout": heldout}
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. CLAP retrieval
+
+
+def retrieval_row(name: str, text_emb: np.ndarray, audio_emb: np.ndarray) -> dict:
+    """Text -> audio top-1/top-5 over N matching (N, D) pairs, with the chance levels 1/N and min(5, N)/N."""
+    from train.clap import retrieval_accuracy
+
+    n = len(text_emb)
+    acc = retrieval_accuracy(torch.from_numpy(text_emb), torch.from_numpy(audio_emb))
+    return {"name": name, "n": n, "top1": acc["top1"], "chance1": 1.0 / n, "top5": acc["top5"],
+            "chance5": min(5, n) / n}
+
+
+def first_of_each(prompts: list[str]) -> list[int]:
+    """Index of the first occurrence of each distinct prompt, in order."""
+    seen: dict[str, int] = {}
+    for i, p in enumerate(prompts):
+        seen.setdefault(p, i)
+    return list(seen.values())
+
+
+def clap_section(scorer, items: list[dict], seconds: float, clips: list[np.ndarray], prompts: list[str],
+                 sample_rate: int) -> dict:
+    """Retrieval rows: held-out pieces by first caption and by every phrasing (mean), and the
+    generated ``clips`` (at ``sample_rate``) by their ``prompts``."""
+    sr = int(scorer.sample_rate)
+    audio = embed_audio(scorer, [load_crop(it["path"], sr, seconds) for it in items], sr)
+    rows = [retrieval_row("held-out pieces, first caption", embed_text(scorer, [it["prompt"] for it in items]), audio)]
+    phrasings = max(len(it["captions"]) for it in items)
+    if phrasings > 1:
+        per = [retrieval_row("", embed_text(scorer, [it["captions"][c % len(it["captions"])] for it in items]), audio)
+               for c in range(phrasings)]
+        rows.append({**per[0], "name": f"held-out pieces, mean over {phrasings} caption phrasings",
+                     "top1": statistics.fmean(r["top1"] for r in per),
+                     "top5": statistics.fmean(r["top5"] for r in per)})
+    keep = first_of_each(prompts)
+    rows.append(retrieval_row("generated clips, prompt -> its clip",
+                              embed_text(scorer, [prompts[i] for i in keep]),
+                              embed_audio(scorer, normalized([clips[i] for i in keep]), sample_rate)))
+    return {"seconds": seconds, "rows": rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Range checks that fail before any model runs; PrestoError names the option and range."""
+    from presto_core.request import LIMITS
+
+    check_number("--num", args.num, 1, 1024, integer=True)
+    check_number("--duration", args.duration, *LIMITS["duration"])
+    if args.steps is not None:
+        check_number("--steps", args.steps, *LIMITS["steps"], integer=True)
+    check_number("--seed", args.seed, LIMITS["seed"][0], LIMITS["seed"][1] - args.num + 1, integer=True)
+    check_number("--vae-seconds", args.vae_seconds, 0.05, 60.0)
+    check_number("--clap-seconds", args.clap_seconds, 0.5, 60.0)
+
+
+def run(args: argparse.Namespace, command: str) -> dict:
+    """Measure every section and return the report dict (see :func:`render_markdown`)."""
+    from presto_core.pipeline import PrestoPipeline
+
+    check_args(args)
+    items = heldout_records(args.corpus)
+    pipe = PrestoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
+                                          variants=[args.variant])
+    spec = pipe.variants[args.variant][0]
+    steps = args.steps or spec.steps
+    report = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), "command": command,
+              "machine": machine_info(pipe.device), "model": args.model, "corpus": args.corpus,
+              "variant": args.variant, "sampler": spec.sampler, "steps": steps,
+              "guidance": f"{spec.guidance_kind} {spec.guidance_scale:g}",
+              "precision": str(pipe.autocast_dtype or "fp32").removeprefix("torch."),
+              "num": args.num, "duration": args.duration, "seed": args.seed, "n_heldout": len(items),
+              "timings_s": {}}
+    timings = report["timings_s"]
+
+    t = time.perf_counter()
+    report["vae"] = vae_section(pipe.vae, items, args.vae_seconds)
+    timings["vae"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    clips, prompts = generate_set(pipe, args.variant, items, args.num, args.duration, args.seed, steps=steps)
+    timings["generation"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    report["tempo"] = tempo_section(pipe, items, clips, args.duration, args.seed)
+    timings["tempo"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    report["clap"] = (None if pipe.clap is None
+                      else clap_section(pipe.clap, items, args.clap_seconds, clips, prompts, pipe.sample_rate))
+    timings["clap"] = time.perf_counter() - t
+    return report
+
+
+def render_markdown(report: dict) -> str:
+    """The report as Markdown: header, then one table per section."""
+    m, t = report["machine"], report["timings_s"]
+    lines = ["# Presto model report", "",
+             f"- command: `{report['command']}`",
+             f"- date: {report['date']}",
+             f"- model: {report['model']}; variant {report['variant']}: {report['sampler']} at {report['steps']} "
+             f"steps, guidance {report['guidance']}, precision {report['precision']}",
+             f"- corpus: {report['corpus']} ({report['n_heldout']} held-out pieces)",
+             f"- machine: {m.get('gpu', m['cpu'])}; torch {m['torch']}; {m['threads']} CPU threads; "
+             f"device {m['device']}",
+             "- wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()), ""]
+    v = report["vae"]
+    lines += ["## VAE reconstruction on held-out audio", "",
+              f"One {v['seconds']:g} s crop per held-out piece at {v['sample_rate']} Hz, -20 dBFS, posterior mean. "
+              "MR-STFT distance: lower is better; SI-SDR: higher is better.", ""]
+    lines += markdown_table(v["rows"], [("name", "Reconstruction"), ("mrstft", "MR-STFT ↓"), ("si_sdr", "SI-SDR dB ↑")])
+    lines += ["", "## Tempo adherence of generated samples", "",
+              f"{report['num']} clips of {report['duration']:g} s (seeds {report['seed']} to "
+              f"{report['seed'] + report['num'] - 1}), tempo by librosa's estimator. ok: within 4 %; "
+              "octave: 1/2x or 2x; error: median |measured / target - 1| after folding octaves. "
+              "Chance rows score each clip against every other prompt's BPM.", ""]
+    lines += markdown_table(report["tempo"]["rows"], [("name", "Clips vs target"), ("n", "Pairs"), ("ok", "ok"),
+                                              ("ok_or_octave", "ok or octave"), ("median_error", "Median error")])
+    lines += ["", "## CLAP retrieval (text -> audio)", ""]
+    if report["clap"] is None:
+        lines += ["The model folder has no CLAP component; skipped."]
+    else:
+        lines += [f"Held-out pieces: one {report['clap']['seconds']:g} s crop each. Generated: one clip per "
+                  "distinct prompt. Chance = k / N.", ""]
+        lines += markdown_table(report["clap"]["rows"], [("name", "Queries -> clips"), ("n", "N"), ("top1", "Top-1"),
+                                                 ("chance1", "Chance top-1"), ("top5", "Top-5"),
+                                                 ("chance5", "Chance top-5")])
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.report", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="model folder or hub id")
+    p.add_argument("--corpus", required=True, help="corpus folder whose metadata.jsonl has split 'heldout' items")
+    p.add_argument("--variant", default="base", help="variant that generates (default: base)")
+    p.add_argument("--num", type=int, default=16, help="generated clips (one per held-out prompt, cycling)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per generated clip")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the variant's)")
+    p.add_argument("--seed", type=int, default=0, help="clip i uses seed + i")
+    p.add_argument("--vae-seconds", type=float, default=8.0, help="VAE crop length per held-out piece")
+    p.add_argument("--clap-seconds", type=float, default=10.0, help="CLAP crop length per held-out piece")
+    p.add_argument("--json", default=None, help="also write the numbers as JSON here")
+    p.add_argument("--markdown", default=None, help="also write the printed report here")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    return p
+
+
+def write_outputs(report: dict, json_path: str | None, md_path: str | None) -> list[Path]:
+    """Write the JSON and/or Markdown files asked for; returns their paths."""
+    out = []
+    for path, text in ((json_path, lambda: json.dumps(report, indent=2)), (md_path, lambda: render_markdown(report))):
+        if path:
+            p = Path(path)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text())
+            out.append(p)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    command = "python -m train.report " + shlex.join(argv)
+    try:
+        report = run(args, command)
+    except PrestoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(render_markdown(report))
+    for p in write_outputs(report, args.json, args.markdown):
+        print(f"wrote {p}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
