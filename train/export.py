@@ -1,7 +1,8 @@
 """Assemble a Presto model folder (presto_core.checkpoint layout) from trained components.
 
     python -m train.export --config train/configs/<scale>.json --out MODEL_DIR
-        [--run RUN_DIR] [--checkpoint latest|STEP|DIR] [--vae DIR] [--clap DIR] [--fp16] [--int8] [--set ...]
+        [--run RUN_DIR] [--checkpoint latest|STEP|DIR] [--vae DIR] [--clap DIR] [--fp16] [--int8]
+        [--add-variants MODEL_DIR [MODEL_DIR ...]] [--default-variant NAME] [--set ...]
 
 Takes the base run's EMA weights from a checkpoint (default: the latest of RUN_DIR, default
 runs/<config name>/base), the VAE and CLAP component folders named in the config (or given here),
@@ -11,6 +12,12 @@ and the held-out prompts of the corpus, and writes::
                                 prompts, sample_rate, max_duration
     MODEL_DIR/{vae,base,clap}/  config.json + model.safetensors
     MODEL_DIR/prompts.json      [{"prompt": caption, "bpm": bpm}, ...]
+
+``--add-variants`` adds the distilled variants (and their DiT components) of other model folders,
+e.g. the RUN_DIR/model folders of the Presto-L, Presto-S and Presto-LS runs; their base variants
+are left out, since this export supplies the base model. ``--fp16``/``--int8`` apply to the added
+components too. ``--default-variant`` (default "base") picks the variant loaded by default.
+Bad input prints one line and exits with status 2.
 
 The folder is written under a temporary name and renamed into place.
 """
@@ -23,15 +30,21 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import torch
 
 from presto_core import checkpoint as ckpt
+from presto_core.errors import PrestoError
+from presto_core.request import VariantSpec
+
+# Component of the base variant; the model folder being written always supplies it.
+BASE = "base"
 
 
 def base_variant(steps: int = 16, guidance: float = 0.8) -> dict:
     """The base score model's sampling defaults (paper A.1: DPM-Solver++(2S) with CFG++ w=0.8)."""
-    return {"component": "base", "sampler": "dpmpp_2s", "steps": int(steps),
+    return {"component": BASE, "sampler": "dpmpp_2s", "steps": int(steps),
             "guidance": {"kind": "cfg_pp", "scale": float(guidance)}}
 
 
@@ -65,27 +78,91 @@ def _copy_component(src: Path, dst: Path, fp16: bool, quantize: str | None = Non
     return ckpt.sha256_file(dst / ckpt.WEIGHTS)
 
 
+def _same_component(a: Path, b: Path) -> bool:
+    """Whether component folders ``a`` and ``b`` hold identical config and weights files."""
+    if a.resolve() == b.resolve():
+        return True
+    return all((a / n).is_file() and (b / n).is_file() and ckpt.sha256_file(a / n) == ckpt.sha256_file(b / n)
+               for n in (ckpt.CONFIG, ckpt.WEIGHTS))
+
+
+def check_default_variant(default: str, names: Iterable[str]) -> None:
+    """Raise ValueError unless ``default`` is one of the variant ``names`` being written."""
+    names = list(names)
+    if default not in names:
+        raise ValueError(f"default variant {default!r} is not one of the variants written: {sorted(names)}")
+
+
+def variants_from_model_folder(folder: str | os.PathLike) -> dict[str, tuple[dict, Path]]:
+    """The variants of model folder ``folder`` that do not sample its base model, as
+    :func:`build_model_folder`'s ``extra_variants``: name -> (spec, component folder).
+
+    Each component is loaded once with the index's SHA-256 (as the pipeline does), so a corrupt
+    or incomplete run export fails here rather than being copied; PrestoError otherwise."""
+    folder = Path(folder)
+    index = ckpt.read_index(folder)
+    out = {}
+    for name, spec in index["variants"].items():
+        component = VariantSpec.from_dict(name, spec).component
+        if component == BASE:
+            continue
+        entry = index["components"].get(component)
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise PrestoError(f"{folder / ckpt.INDEX}: variant {name!r} names no component {component!r}")
+        path = folder / entry["path"]
+        module, _ = ckpt.load_component(path, entry.get("sha256"))
+        if ckpt.kind_of(module) != "dit":
+            raise PrestoError(f"{path}: variant {name!r} needs a dit component, not {ckpt.kind_of(module)!r}")
+        out[name] = (dict(spec), path)
+    return out
+
+
+def variants_from_model_folders(folders: Iterable[str | os.PathLike]) -> dict[str, tuple[dict, Path]]:
+    """:func:`variants_from_model_folder` of each folder, merged; a variant name found in two
+    folders raises PrestoError (which one is meant is ambiguous)."""
+    merged: dict[str, tuple[dict, Path]] = {}
+    origin: dict[str, Path] = {}
+    for folder in map(Path, folders):
+        for name, entry in variants_from_model_folder(folder).items():
+            if name in merged:
+                raise PrestoError(f"variant {name!r} is in both {origin[name]} and {folder}; "
+                                  "add it from one folder only")
+            merged[name], origin[name] = entry, folder
+    return merged
+
+
 def build_model_folder(out: str | os.PathLike, *, vae, base, clap=None, text_encoder: dict | None = None,
                        prompts: list | None = None, fp16: bool = False, steps: int = 16,
                        guidance: float = 0.8, max_duration: float = 32.0, extra_variants: dict | None = None,
-                       quantize: str | None = None) -> Path:
+                       quantize: str | None = None, default_variant: str = "base") -> Path:
     """Write a complete model folder at ``out`` from component folders ``vae``, ``base`` (kind dit,
     meta holding "edm") and optionally ``clap``. ``extra_variants`` maps variant name -> (spec dict,
-    component folder) for later stages (Presto-L/S/LS). ``quantize="int8"`` stores the diffusion
-    components (base and extra variants; not the VAE or CLAP) int8-quantized, see
-    :func:`ckpt.save_component`. Returns ``out``."""
+    component folder) for later stages (Presto-L/S/LS); variants may share a component only if its
+    files are identical. ``quantize="int8"`` stores the diffusion components (base and extra
+    variants; not the VAE or CLAP) int8-quantized, see :func:`ckpt.save_component`.
+    ``default_variant`` must name a written variant. Bad variants raise ValueError before anything
+    is written. Returns ``out``."""
+    sources = {"vae": Path(vae), BASE: Path(base)}
+    if clap:
+        sources["clap"] = Path(clap)
+    variants = {"base": base_variant(steps, guidance)}
+    for name, (spec, folder) in (extra_variants or {}).items():
+        if name in variants:
+            raise ValueError(f"variant name {name!r} is reserved for the base model")
+        component, folder = spec["component"], Path(folder)
+        if component in ("", ".", "..") or Path(component).name != component:  # it names a folder in ``out``
+            raise ValueError(f"variant {name!r}: component name {component!r} is not a plain folder name")
+        if component in sources and not _same_component(sources[component], folder):
+            raise ValueError(f"variant {name!r}: component {component!r} at {folder} differs from the "
+                             f"{component!r} already in the model ({sources[component]})")
+        sources[component] = folder
+        variants[name] = spec
+    check_default_variant(default_variant, variants)
+    diffusion = {spec["component"] for spec in variants.values()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        sources = {"vae": Path(vae), "base": Path(base)}
-        if clap:
-            sources["clap"] = Path(clap)
-        variants = {"base": base_variant(steps, guidance)}
-        for name, (spec, folder) in (extra_variants or {}).items():
-            sources[spec["component"]] = Path(folder)
-            variants[name] = spec
-        diffusion = {spec["component"] for spec in variants.values()}
         comps = {name: {"path": name, "sha256": _copy_component(src, tmp / name, fp16,
                                                                 quantize if name in diffusion else None)}
                  for name, src in sources.items()}
@@ -93,7 +170,7 @@ def build_model_folder(out: str | os.PathLike, *, vae, base, clap=None, text_enc
         (tmp / "prompts.json").write_text(json.dumps(prompts or [], indent=1) + "\n")
         ckpt.write_index(tmp, {
             "components": comps, "text_encoder": text_encoder or {"kind": "minilm", "max_tokens": 64},
-            "variants": variants, "default_variant": "base", "prompts": "prompts.json",
+            "variants": variants, "default_variant": default_variant, "prompts": "prompts.json",
             "sample_rate": int(vae_cfg["sample_rate"]), "max_duration": float(max_duration),
         })
         if out.exists():
@@ -124,12 +201,35 @@ def export_base_checkpoint(ckpt_dir: Path, cfg, dst: Path) -> Path:
     return dst
 
 
+def _export(a) -> tuple[Path, Path]:
+    """The export :func:`main` describes: (checkpoint, model folder). Bad input raises ConfigError,
+    ValueError or OSError."""
+    from train.base import BaseStageConfig
+    from train.checkpointing import CheckpointManager
+    from train.loop import default_run_dir, load_config
+
+    data, cfg, name = load_config(a.config, "base", BaseStageConfig, a.overrides)
+    # Checked before the base export so a typo costs no time.
+    extra = variants_from_model_folders(a.add_variants)
+    check_default_variant(a.default_variant, ["base", *extra])
+    run_dir = Path(a.run) if a.run else default_run_dir(name, "base")
+    ck = CheckpointManager(run_dir / "checkpoints").resolve(a.checkpoint)
+    if ck is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint to export")
+    with tempfile.TemporaryDirectory() as tmp:
+        comp = export_base_checkpoint(ck, cfg, Path(tmp) / "base")
+        return ck, build_model_folder(
+            a.out, vae=a.vae or cfg.vae, base=comp, clap=a.clap or cfg.clap or None, text_encoder=cfg.text_encoder,
+            prompts=heldout_prompts(data, cfg.num_prompts), fp16=a.fp16 or cfg.export_fp16,
+            steps=cfg.sampler_steps, guidance=cfg.guidance_scale, max_duration=cfg.max_duration,
+            quantize="int8" if a.int8 else None, extra_variants=extra, default_variant=a.default_variant,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from train.base import BaseStageConfig
-    from train.checkpointing import CheckpointManager
-    from train.loop import ConfigError, default_run_dir, load_config
+    from train.loop import ConfigError
 
     ap = argparse.ArgumentParser(prog="python -m train.export", description="Assemble a Presto model folder")
     ap.add_argument("--config", required=True)
@@ -140,29 +240,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clap", default=None, help="CLAP component folder (default: base.clap of the config)")
     ap.add_argument("--fp16", action="store_true", help="store weights in float16 (smaller embedded assets)")
     ap.add_argument("--int8", action="store_true",
-                    help="store the diffusion transformer's large weight matrices as int8 with per-channel scales "
+                    help="store the diffusion transformers' large weight matrices as int8 with per-channel scales "
                          "(other floats float16); dequantized to float32 at load")
+    ap.add_argument("--add-variants", nargs="+", default=[], metavar="MODEL_DIR",
+                    help="model folders (e.g. runs/<name>/presto_l/model) whose non-base variants are added")
+    ap.add_argument("--default-variant", default="base", metavar="NAME", help="variant loaded by default")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args(argv)
     try:
-        data, cfg, name = load_config(a.config, "base", BaseStageConfig, a.overrides)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+        ck, out = _export(a)
+    except (ValueError, OSError) as e:  # ConfigError and PrestoError are ValueErrors
+        what = "config error" if isinstance(e, ConfigError) else "error"
+        print(f"{what}: {' '.join(str(e).splitlines())}", file=sys.stderr)
         return 2
-    run_dir = Path(a.run) if a.run else default_run_dir(name, "base")
-    ck = CheckpointManager(run_dir / "checkpoints").resolve(a.checkpoint)
-    if ck is None:
-        print(f"error: {run_dir} has no checkpoint to export", file=sys.stderr)
-        return 1
-    with tempfile.TemporaryDirectory() as tmp:
-        comp = export_base_checkpoint(ck, cfg, Path(tmp) / "base")
-        out = build_model_folder(
-            a.out, vae=a.vae or cfg.vae, base=comp, clap=a.clap or cfg.clap or None, text_encoder=cfg.text_encoder,
-            prompts=heldout_prompts(data, cfg.num_prompts), fp16=a.fp16 or cfg.export_fp16,
-            steps=cfg.sampler_steps, guidance=cfg.guidance_scale, max_duration=cfg.max_duration,
-            quantize="int8" if a.int8 else None,
-        )
-    print(f"exported {ck} -> {out}", file=sys.stderr)
+    print(f"exported {ck} -> {out} (variants {', '.join(ckpt.read_index(out)['variants'])})", file=sys.stderr)
     return 0
 
 
