@@ -19,10 +19,13 @@ def small_config(**kw) -> VAEConfig:
     return VAEConfig(**{**base, **kw})
 
 
-@pytest.fixture
-def vae():
+STFT = dict(enc_frontend="stft", enc_stft_fft=256, enc_stft_down=4, enc_dim=32, enc_blocks=1)
+
+
+@pytest.fixture(params=["wave", "stft"])
+def vae(request):
     torch.manual_seed(0)
-    return AudioVAE(small_config()).eval()
+    return AudioVAE(small_config(**(STFT if request.param == "stft" else {}))).eval()
 
 
 @pytest.mark.parametrize("n", [1, 319, 320, 321, 1000, 3200])
@@ -58,6 +61,10 @@ def test_config_validation():
         VAEConfig(latent_scale=0.0)
     with pytest.raises(PrestoError, match="allowed"):
         VAEConfig.from_dict({"hop_size": 960})
+    with pytest.raises(PrestoError, match="enc_frontend"):
+        VAEConfig(enc_frontend="mel")
+    with pytest.raises(PrestoError, match="enc_stft_down"):
+        VAEConfig(enc_frontend="stft", enc_stft_down=7)
     vae = AudioVAE(small_config())
     with pytest.raises(PrestoError, match=r"\(B, 1, N\)"):
         vae.encode(torch.zeros(1, 2, 100))
@@ -77,6 +84,22 @@ def test_determinism_and_sampling(vae):
     assert torch.equal(r1, r2) and not torch.equal(r1, r3)
 
 
+def test_stft_encoder_frames_are_causal_in_blocks():
+    """Frame t of the STFT encoder summarises samples around [t*hop, (t+1)*hop): changing audio far
+    after a frame's receptive field leaves its latent unchanged (the encoder is local, as the
+    waveform one), and a whole-frame input gives exactly N / hop frames."""
+    torch.manual_seed(0)
+    vae = AudioVAE(small_config(**STFT)).eval()
+    wav = torch.randn(1, 1, 320 * 40, generator=torch.Generator().manual_seed(0))
+    later = wav.clone()
+    later[..., 320 * 30:] = 0.0
+    with torch.no_grad():
+        a, b = vae.encode(wav)[0], vae.encode(later)[0]
+    assert a.shape == (1, 8, 40)
+    torch.testing.assert_close(a[..., :20], b[..., :20])
+    assert not torch.allclose(a[..., 30:], b[..., 30:])
+
+
 def test_kl():
     z = torch.zeros(2, 8, 5)
     assert AudioVAE.kl(z, z).item() == 0.0
@@ -85,9 +108,10 @@ def test_kl():
     assert AudioVAE.kl(mean, logvar).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_gradients_reach_every_parameter():
+@pytest.mark.parametrize("frontend", [{}, STFT])
+def test_gradients_reach_every_parameter(frontend):
     torch.manual_seed(0)
-    vae = AudioVAE(small_config(weight_norm=True))
+    vae = AudioVAE(small_config(weight_norm=True, **frontend))
     wav = torch.randn(2, 1, 1280)
     recon, mean, logvar = vae(wav, generator=torch.Generator().manual_seed(0))
     (mrstft_distance(recon[..., :1280], wav, (256, 128)) + vae.kl(mean, logvar)).backward()
