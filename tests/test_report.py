@@ -104,8 +104,11 @@ def test_report_end_to_end(model, tmp_path, capsys):
     out_json, out_md = tmp_path / "out" / "r.json", tmp_path / "out" / "r.md"
     rc = main(["--model", str(model), "--corpus", str(corpus), "--num", "4", "--duration", "4",
                "--vae-seconds", "2", "--clap-seconds", "2", "--device", "cpu", "--precision", "fp32",
-               "--json", str(out_json), "--markdown", str(out_md)])
+               "--json", str(out_json), "--markdown", str(out_md), "--audio-dir", str(tmp_path / "wav")])
     assert rc == 0
+    wavs = sorted((tmp_path / "wav").glob("clip-*.wav"))
+    assert [w.name for w in wavs] == [f"clip-{i:02d}.wav" for i in range(4)]
+    assert sf.info(str(wavs[0])).samplerate == 16000 and sf.info(str(wavs[0])).duration == pytest.approx(4.0, abs=0.1)
     printed = capsys.readouterr().out
     md = out_md.read_text()
     assert md in printed and "python -m train.report --model" in md and "torch" in md

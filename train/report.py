@@ -247,6 +247,18 @@ def check_args(args: argparse.Namespace) -> None:
     check_number("--clap-seconds", args.clap_seconds, 0.5, 60.0)
 
 
+def save_clips(folder: str, clips: list[np.ndarray], prompts: list[str], items: list[dict], sample_rate: int,
+               seed: int) -> None:
+    """Write generated clip i as FOLDER/clip-ii.wav (16-bit) with its prompt, BPM and seed in the
+    WAV comment, so the report's numbers can be checked by ear."""
+    from presto_core.audio import write_wav
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for i, (clip, prompt) in enumerate(zip(clips, prompts)):
+        bpm = clamp_bpm(items[i % len(items)]["bpm"])
+        write_wav(Path(folder) / f"clip-{i:02d}.wav", clip, sample_rate, {"prompt": prompt, "bpm": bpm, "seed": seed + i})
+
+
 def run(args: argparse.Namespace, command: str) -> dict:
     """Measure every section and return the report dict (see :func:`render_markdown`)."""
     from presto_core.pipeline import PrestoPipeline
@@ -273,6 +285,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
     t = time.perf_counter()
     clips, prompts = generate_set(pipe, args.variant, items, args.num, args.duration, args.seed, steps=steps)
     timings["generation"] = time.perf_counter() - t
+    if args.audio_dir:
+        save_clips(args.audio_dir, clips, prompts, items, pipe.sample_rate, args.seed)
 
     t = time.perf_counter()
     report["tempo"] = tempo_section(pipe, items, clips, args.duration, args.seed)
@@ -334,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clap-seconds", type=float, default=10.0, help="CLAP crop length per held-out piece")
     p.add_argument("--json", default=None, help="also write the numbers as JSON here")
     p.add_argument("--markdown", default=None, help="also write the printed report here")
+    p.add_argument("--audio-dir", default=None, help="also write the generated clips here as WAV files")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     return p
