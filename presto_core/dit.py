@@ -69,8 +69,9 @@ class DiTConfig:
 
     @classmethod
     def tiny(cls, **overrides) -> "DiTConfig":
-        """CPU-sized model (~32M parameters) for the MiniLM text encoder (384-d tokens)."""
-        return cls(**{**dict(dim=384, depth=12, heads=6, text_dim=384), **overrides})
+        """CPU-sized model (14.9M parameters with 32 latent channels), the embedded default's size:
+        256 wide, 12 blocks, 4 heads, for the MiniLM text encoder (384-d tokens)."""
+        return cls(**{**dict(dim=256, depth=12, heads=4, text_dim=384), **overrides})
 
     @classmethod
     def paper(cls, **overrides) -> "DiTConfig":
