@@ -83,3 +83,16 @@ def test_nan_guard_and_python_m(argv, tmp_path):
     assert "non-finite loss at step 3" in done.stderr.decode()
     assert [s for s, _ in CheckpointManager(out / "checkpoints").complete()] == [2]
     assert not (out / "export").exists()
+
+
+def test_data_root_reads_a_resampled_mirror(argv, reference, tmp_path):
+    """clap.data_root replaces data.root: training on a 16 kHz mirror (train.data.resample) of the
+    corpus runs with data.root pointing nowhere, and logs the same held-out set size."""
+    from train.data.resample import resample_dataset
+
+    corpus = argv[argv.index("--set") + 1].split("=", 1)[1]
+    mirror = resample_dataset(corpus, tmp_path / "mirror", 16000)
+    out = tmp_path / "run"
+    assert clap.main(["--config", str(CONFIG), "--set", f"data.root={tmp_path / 'missing'}",
+                      "--set", f"clap.data_root={mirror}", "--out", str(out), "--max-steps", "1"]) == 0
+    assert (out / "checkpoints").is_dir()

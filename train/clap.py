@@ -12,6 +12,7 @@ The EMA weights are exported as the ``clap`` component at RUN_DIR/export/clap.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,9 @@ class ClapStageConfig:
     model: ClapConfig = field(default_factory=ClapConfig)
     text_encoder: dict = field(default_factory=lambda: {"kind": "minilm", "max_tokens": 64})
     crop_seconds: float = 10.0
+    # A mirror of data.root already at the CLAP rate (python -m train.data.resample): crops are then
+    # read with a seek instead of decoded and resampled on every step. Empty: data.root.
+    data_root: str = ""
     augment: bool = False  # pitch-shift / time-stretch crops (labels follow; slower data loading)
     eval_every: int = 500
     text_cache_size: int = 100_000
@@ -85,6 +89,8 @@ def train(argv: list[str] | None = None) -> Path:
     """Entry point (see module doc). Returns the run folder."""
     args = parse_args("clap", argv)
     data, cfg, name = load_config(args.config, "clap", ClapStageConfig, args.overrides)
+    if cfg.data_root:
+        data = dataclasses.replace(data, root=cfg.data_root)
     run = Run("clap", cfg.loop, args, config_name=name,
               config_record={"config": to_dict(cfg), "data": to_dict(data), "config_file": str(args.config)})
 
