@@ -124,6 +124,17 @@ def test_decoder_finetune_keeps_encoder_and_latent_scale(full_run, corpus, tmp_p
     assert meta["step"] == 2
     assert main(_args(corpus, tmp_path / "bad", "--set", "vae.freeze_encoder=true")) == 2  # needs init
 
+    # A new, wider decoder for the same latents: the encoder and latent_scale are init's.
+    wide = tmp_path / "wide"
+    assert main(_args(corpus, wide, "--max-steps", "1", "--set", f"vae.init={init}", "--set", "vae.freeze_encoder=true",
+                      "--set", "vae.reinit_decoder=true", "--set", "vae.model.dec_dim=48")) == 0
+    new, _ = load_component(wide / "export" / "vae")
+    assert new.cfg.dec_dim == 48 and new.cfg.latent_scale == before.cfg.latent_scale
+    assert all(torch.equal(enc_a[k], new.encoder.state_dict()[k]) for k in enc_a)
+    # without reinit_decoder a different decoder is an error naming the field
+    assert main(_args(corpus, tmp_path / "bad2", "--set", f"vae.init={init}", "--set", "vae.freeze_encoder=true",
+                      "--set", "vae.model.dec_dim=48")) == 2
+
 
 def test_nan_guard_and_config_errors(corpus, tmp_path):
     out = tmp_path / "nan"

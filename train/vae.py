@@ -88,6 +88,9 @@ class VAEStageConfig:
     # improves (the same split as Stable Diffusion's ft-MSE decoder).
     init: str = ""
     freeze_encoder: bool = False
+    # With freeze_encoder: keep only init's encoder and train a new decoder built from vae.model
+    # (its decoder fields may differ from init's, e.g. a wider decoder for the same latents).
+    reinit_decoder: bool = False
 
     def __post_init__(self):
         if len(self.mel_windows) != len(self.mel_bins) or not self.mel_windows:
@@ -106,6 +109,8 @@ class VAEStageConfig:
             raise ConfigError("vae.eval_items and vae.scale_items must be >= 1")
         if self.freeze_encoder and not self.init:
             raise ConfigError("vae.freeze_encoder needs vae.init (the VAE whose encoder is kept)")
+        if self.reinit_decoder and not self.freeze_encoder:
+            raise ConfigError("vae.reinit_decoder needs vae.freeze_encoder (a new decoder for fixed latents)")
 
     @property
     def uses_gan(self) -> bool:
@@ -198,14 +203,25 @@ def scaled_config(model_cfg: VAEConfig, std: float, target: float = 0.5) -> VAEC
 # Training
 
 
-def load_init(folder: str, model_cfg: VAEConfig, freeze_encoder: bool) -> AudioVAE:
+def load_init(folder: str, model_cfg: VAEConfig, freeze_encoder: bool, reinit_decoder: bool = False) -> AudioVAE:
     """The VAE stored in component folder ``folder`` (trainable, fp32). Its architecture must match
-    ``model_cfg`` (latent_scale aside); with ``freeze_encoder`` the encoder gets no gradients."""
-    vae, _ = ckpt.load_component(folder)
-    if not isinstance(vae, AudioVAE):
+    ``model_cfg`` (latent_scale aside; with ``reinit_decoder`` only the encoder's fields, and the
+    decoder is new, built from ``model_cfg``); with ``freeze_encoder`` the encoder gets no gradients."""
+    init, _ = ckpt.load_component(folder)
+    if not isinstance(init, AudioVAE):
         raise ConfigError(f"vae.init={folder} is not a VAE component")
-    if dataclasses.replace(vae.cfg, latent_scale=model_cfg.latent_scale) != model_cfg:
-        raise ConfigError(f"vae.init={folder} has another architecture than vae.model")
+    cfg = dataclasses.replace(model_cfg, latent_scale=init.cfg.latent_scale)
+    decoder_fields = {f.name for f in dataclasses.fields(VAEConfig) if f.name.startswith(("dec_", "istft_"))}
+    ignore = decoder_fields if reinit_decoder else set()
+    differs = [f.name for f in dataclasses.fields(VAEConfig)
+               if f.name not in ignore and getattr(cfg, f.name) != getattr(init.cfg, f.name)]
+    if differs:
+        raise ConfigError(f"vae.init={folder} differs from vae.model in {differs}")
+    if reinit_decoder:
+        vae = AudioVAE(cfg)
+        vae.encoder.load_state_dict(init.encoder.state_dict())
+    else:
+        vae = init
     vae.train()
     for q in vae.encoder.parameters():
         q.requires_grad_(not freeze_encoder)
@@ -274,7 +290,7 @@ def train(argv: list[str] | None = None) -> Path:
     torch.manual_seed(cfg.loop.seed)
     vae, disc = AudioVAE(mc), Discriminator(cfg.disc)
     if cfg.init:
-        vae = load_init(cfg.init, mc, cfg.freeze_encoder)
+        vae = load_init(cfg.init, mc, cfg.freeze_encoder, cfg.reinit_decoder)
     mel_loss = MultiScaleMelLoss(mc.sample_rate, cfg.mel_windows, cfg.mel_bins).to(run.device)
     stft_loss = MultiResolutionSTFTLoss(cfg.stft_fft_sizes).to(run.device) if cfg.stft_weight else None
     p = vae.num_params()
