@@ -19,7 +19,7 @@ import torch
 
 from train.checkpointing import EMA, CheckpointManager, read_metrics
 from train.loop import (
-    EXIT_NONFINITE, ConfigError, DataConfig, LoopConfig, NonFiniteError, Run, from_dict, load_config,
+    EXIT_NONFINITE, EXIT_STOPPED, ConfigError, DataConfig, LoopConfig, NonFiniteError, Run, from_dict, load_config,
     parse_args, read_config_file, run_main,
 )
 
@@ -163,6 +163,8 @@ def toy_train(argv=None):
         loss = ((model(x).squeeze(-1) - x.mean(-1) - noise) ** 2).mean()
         if run.step == 2 and os.environ.get("TOY_NAN_RANK") == str(run.accelerator.process_index):
             loss = loss * float("nan")  # only one process sees it: all must stop together
+        if str(run.step) == os.environ.get("TOY_SIGTERM_AT_STEP"):
+            os.kill(os.getpid(), signal.SIGTERM)  # e.g. a scheduler or `kill` stopping the run mid-step
         run.end_step(loss=loss, grad_norm=run.backward(loss, model, opt, sched))
     run.finish()
     return run.unwrap(model).state_dict(), ema.shadow
@@ -191,6 +193,22 @@ def test_resume_is_exact(toy_config, tmp_path):
     assert la[0]["lr/0"] < la[3]["lr/0"] == 0.01  # warm-up
     with pytest.raises(FileExistsError, match="--resume latest"):
         toy_train(["--config", str(toy_config), "--out", str(tmp_path / "b")])
+
+
+def test_sigterm_checkpoints_the_current_step_and_resumes_exactly(toy_config, tmp_path, monkeypatch):
+    ref_w, ref_ema = toy_train(["--config", str(toy_config), "--out", str(tmp_path / "a")])
+    before = signal.getsignal(signal.SIGTERM)
+    argv = ["--config", str(toy_config), "--out", str(tmp_path / "b")]
+    monkeypatch.setenv("TOY_SIGTERM_AT_STEP", "2")
+    assert run_main(toy_train, argv) == EXIT_STOPPED
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers are only ours while training
+    # step 3 is not a checkpoint_every (2) multiple: it was written because of the signal
+    assert [s for s, _ in CheckpointManager(tmp_path / "b" / "checkpoints").complete()] == [2, 3]
+    assert read_metrics(tmp_path / "b")[-1]["step"] == 3
+    monkeypatch.delenv("TOY_SIGTERM_AT_STEP")
+    w, e = toy_train(argv + ["--resume", "latest"])
+    for k in ref_w:
+        assert torch.equal(ref_w[k], w[k]) and torch.equal(ref_ema[k], e[k]), k
 
 
 def test_nan_guard_stops_without_saving(toy_config, tmp_path):

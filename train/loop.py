@@ -27,7 +27,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -46,6 +48,11 @@ from train.config import (  # noqa: F401  (re-exported likewise)
 )
 
 EXIT_NONFINITE = 3  # process exit status when the NaN/inf guard stops a run
+EXIT_STOPPED = 4  # process exit status after SIGTERM/SIGINT: checkpoint written, resume with --resume latest
+
+
+class StopRequested(RuntimeError):
+    """Raised by :meth:`Run.end_step` after a SIGTERM/SIGINT, once the step's checkpoint is written."""
 
 
 class NonFiniteError(RuntimeError):
@@ -122,6 +129,7 @@ class Run:
         self.accelerator.register_for_checkpointing(self._step)
         self._emas: dict[str, tuple[EMA, torch.nn.Module]] = {}
         self._lrs: dict[int, float] = {}
+        self._stop_signal: int | None = None
         self._sums: dict[str, float] = {}
         self._count = 0
         self._in_step = False
@@ -218,25 +226,31 @@ class Run:
             raise ValueError("empty dataset")
         epoch_len = max(n // gb, 1)
         self._t0, self._step0 = time.perf_counter(), self.step
-        while not self.done:
-            epoch, pos = divmod(self.step, epoch_len)
-            perm = np.resize(np.random.default_rng([self.cfg.seed, 0xDA7A, epoch]).permutation(n), epoch_len * gb)
-            plan = [perm[j * gb + rank * per: j * gb + (rank + 1) * per].tolist() for j in range(pos, epoch_len)]
-            plan = plan[: self.max_steps - self.step]
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)
-            # An own generator: a new DataLoader iterator otherwise draws its worker base seed from the
-            # global torch RNG, and a resumed run creates its first iterator mid-epoch.
-            worker_gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-            loader = DataLoader(dataset, batch_sampler=plan, collate_fn=collate_fn, num_workers=self.cfg.num_workers,
-                                pin_memory=self.device.type == "cuda", generator=worker_gen)
-            for batch in loader:
-                self._in_step = True
-                yield _to_device(batch, self.device)
-                if self._in_step:
-                    raise RuntimeError("Run.batches: call run.end_step(...) once per batch")
+        previous = self._install_stop_handlers()
+        try:
+            while not self.done:
+                epoch, pos = divmod(self.step, epoch_len)
+                perm = np.resize(np.random.default_rng([self.cfg.seed, 0xDA7A, epoch]).permutation(n), epoch_len * gb)
+                plan = [perm[j * gb + rank * per: j * gb + (rank + 1) * per].tolist() for j in range(pos, epoch_len)]
+                plan = plan[: self.max_steps - self.step]
+                if hasattr(dataset, "set_epoch"):
+                    dataset.set_epoch(epoch)
+                # An own generator: a new DataLoader iterator otherwise draws its worker base seed from the
+                # global torch RNG, and a resumed run creates its first iterator mid-epoch.
+                worker_gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+                loader = DataLoader(dataset, batch_sampler=plan, collate_fn=collate_fn, num_workers=self.cfg.num_workers,
+                                    pin_memory=self.device.type == "cuda", generator=worker_gen)
+                for batch in loader:
+                    self._in_step = True
+                    yield _to_device(batch, self.device)
+                    if self._in_step:
+                        raise RuntimeError("Run.batches: call run.end_step(...) once per batch")
+        finally:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
 
     # -- the step -----------------------------------------------------------------------------
+
     def autocast(self):
         """Mixed-precision context for code outside prepared models (no-op with mixed_precision=no)."""
         return self.accelerator.autocast() if self.mixed_precision != "no" else nullcontext()
@@ -276,6 +290,24 @@ class Run:
         optimizer.zero_grad(set_to_none=True)
         return norm
 
+    def _install_stop_handlers(self) -> dict:
+        """While batches are drawn, SIGTERM/SIGINT finish the current step, checkpoint it and stop
+        (exit EXIT_STOPPED), so a run stopped on purpose loses no steps; a second signal acts as
+        usual. Returns the previous handlers (restored when :meth:`batches` ends)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # handlers can only be installed from the main thread
+
+        def handler(signum, frame):
+            if self._stop_signal is not None:
+                signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+                signal.raise_signal(signum)
+            self._stop_signal = signum
+
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        for sig in previous:
+            signal.signal(sig, handler)
+        return previous
+
     def end_step(self, update_ema: bool = True, **metrics) -> None:
         """Finish the step: EMA updates (unless ``update_ema`` is False, e.g. on a step that did not
         change the averaged model), step counter, progress bar, logging, periodic checkpoint."""
@@ -296,8 +328,12 @@ class Run:
             self._bar.update(1)
         if self.step % self.cfg.log_every == 0 or self.done:
             self._flush_logs()
-        if self.step % self.cfg.checkpoint_every == 0 or self.done:
+        if self.step % self.cfg.checkpoint_every == 0 or self.done or self._stop_signal is not None:
             self.save_checkpoint()
+        if self._stop_signal is not None and not self.done:
+            self._flush_logs()
+            raise StopRequested(f"stopped by signal {self._stop_signal} after step {self.step}; checkpoint "
+                                f"written, continue with --resume latest")
 
     def log(self, **metrics) -> None:
         """Log values now (e.g. evaluation results) at the current step: TensorBoard + metrics.jsonl."""
@@ -408,4 +444,7 @@ def run_main(fn, argv=None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except StopRequested as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_STOPPED
     return 0
