@@ -76,6 +76,7 @@ class VAEConfig:
     enc_stft_down: int = 4
     enc_dim: int = 256
     enc_blocks: int = 2
+    enc_mlp_mult: int = 3  # the stft encoder's ConvNeXt width factor (kept apart from the decoder's)
     latent_scale: float = 1.0
 
     def __post_init__(self):
@@ -84,7 +85,7 @@ class VAEConfig:
         positive = {
             "sample_rate": self.sample_rate, "hop": self.hop, "latent_channels": self.latent_channels,
             "dec_dim": self.dec_dim, "dec_upsample": self.dec_upsample, "dec_up_dim": self.dec_up_dim,
-            "dec_mlp_mult": self.dec_mlp_mult, "istft_overlap": self.istft_overlap,
+            "dec_mlp_mult": self.dec_mlp_mult, "istft_overlap": self.istft_overlap, "enc_mlp_mult": self.enc_mlp_mult,
         }
         for name, v in positive.items():
             if not isinstance(v, int) or v < 1:
@@ -187,10 +188,10 @@ class STFTEncoder(nn.Module):
         d = cfg.enc_dim
         self.conv_in = nn.Conv1d(self.n_fft // 2 + 1, d, 7, padding=3)
         self.norm_in = nn.LayerNorm(d, eps=1e-6)
-        self.blocks = nn.Sequential(*[ConvNeXtBlock(d, cfg.dec_mlp_mult) for _ in range(cfg.enc_blocks)])
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(d, cfg.enc_mlp_mult) for _ in range(cfg.enc_blocks)])
         self.down = nn.Conv1d(d, d, cfg.enc_stft_down, stride=cfg.enc_stft_down)
         self.norm_down = nn.LayerNorm(d, eps=1e-6)
-        self.low_blocks = nn.Sequential(*[ConvNeXtBlock(d, cfg.dec_mlp_mult) for _ in range(cfg.enc_blocks)])
+        self.low_blocks = nn.Sequential(*[ConvNeXtBlock(d, cfg.enc_mlp_mult) for _ in range(cfg.enc_blocks)])
         self.norm_out = nn.LayerNorm(d, eps=1e-6)
         self.out = nn.Linear(d, 2 * cfg.latent_channels)
         self.input_gain = float(cfg.enc_input_gain)

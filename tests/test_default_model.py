@@ -29,10 +29,10 @@ def test_index_defaults_and_prompts():
     index = json.loads((DEFAULT_MODEL / "model_index.json").read_text())
     assert set(index["components"]) >= {"vae", "base", "clap"}
     assert "base" in index["variants"]
-    if "presto-ls" in index["variants"]:  # once distilled, the app and CLI default to Presto-LS at 4 steps
-        assert index["default_variant"] == "presto-ls"
-        spec = index["variants"]["presto-ls"]
-        assert spec["sampler"] == "pingpong" and spec["steps"] == 4
+    assert {"presto-l", "presto-s", "presto-ls"} <= set(index["variants"])
+    assert index["default_variant"] == "presto-ls"  # the app and CLI default to Presto-LS at 4 steps
+    spec = index["variants"]["presto-ls"]
+    assert spec["sampler"] == "pingpong" and spec["steps"] == 4
     prompts = json.loads((DEFAULT_MODEL / index["prompts"]).read_text())
     assert len(prompts) >= 8 and all(p["prompt"] and 40 <= p["bpm"] <= 240 for p in prompts)
 

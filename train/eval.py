@@ -298,9 +298,9 @@ def render_markdown(report: dict) -> str:
               " Each variant with its own sampler and guidance; ping-pong generators at 4 steps unless"
               " --steps says otherwise.", ""]
     lines += markdown_table(report["quality"], [("variant", "Variant"), ("sampler", "Sampler"), ("steps", "Steps"),
-                                        ("reject_ratio", "Reject"), ("n", "N"), ("fad", "FAD ↓"),
-                                        ("mmd", "MMD ↓"), ("clap", "CLAP ↑"), ("density", "Density ↑"),
-                                        ("recall", "Recall ↑"), ("coverage", "Coverage ↑"), ("k", "k")])
+                            ("reject_ratio", "Reject"), ("n", "N"), ("fad", "FAD ↓"),
+                            ("mmd", "MMD ↓"), ("clap", "CLAP ↑"), ("density", "Density ↑"),
+                            ("recall", "Recall ↑"), ("coverage", "Coverage ↑"), ("k", "k")])
     if report.get("rejection"):
         r = report["rejection"]
         lines += ["", f"CLAP rejection ({r['variant']}): mean CLAP score x100 {_fmt(r['clap_r0'])} at "
@@ -311,10 +311,10 @@ def render_markdown(report: dict) -> str:
               "and CLAP scoring. Speed-up = base mono latency / variant mono latency at the same batch.",
               f"Batch 'max': {report['max_batch_note']}", ""]
     lines += markdown_table(report["speed"], [("variant", "Variant"), ("steps", "Steps"), ("batch", "Batch"),
-                                      ("generation_ms", "Generation ms"),
-                                      ("decoding_ms", "Decoding ms"), ("mono_latency_ms", "Mono latency ms"),
-                                      ("rtf", "RTF"), ("total_ms", "End-to-end ms"), ("rtf_e2e", "RTF e2e"),
-                                      ("speedup", "Speed-up vs base")])
+                            ("generation_ms", "Generation ms"),
+                            ("decoding_ms", "Decoding ms"), ("mono_latency_ms", "Mono latency ms"),
+                            ("rtf", "RTF"), ("total_ms", "End-to-end ms"), ("rtf_e2e", "RTF e2e"),
+                            ("speedup", "Speed-up vs base")])
     return "\n".join(lines) + "\n"
 
 

@@ -250,7 +250,6 @@ class Run:
                 signal.signal(sig, h)
 
     # -- the step -----------------------------------------------------------------------------
-
     def autocast(self):
         """Mixed-precision context for code outside prepared models (no-op with mixed_precision=no)."""
         return self.accelerator.autocast() if self.mixed_precision != "no" else nullcontext()

@@ -288,9 +288,8 @@ def train(argv: list[str] | None = None) -> Path:
         raise ConfigError(f"vae.crop_seconds={cfg.crop_seconds} is shorter than one latent frame ({hop} samples)")
 
     torch.manual_seed(cfg.loop.seed)
-    vae, disc = AudioVAE(mc), Discriminator(cfg.disc)
-    if cfg.init:
-        vae = load_init(cfg.init, mc, cfg.freeze_encoder, cfg.reinit_decoder)
+    vae = load_init(cfg.init, mc, cfg.freeze_encoder, cfg.reinit_decoder) if cfg.init else AudioVAE(mc)
+    disc = Discriminator(cfg.disc)
     mel_loss = MultiScaleMelLoss(mc.sample_rate, cfg.mel_windows, cfg.mel_bins).to(run.device)
     stft_loss = MultiResolutionSTFTLoss(cfg.stft_fft_sizes).to(run.device) if cfg.stft_weight else None
     p = vae.num_params()
