@@ -109,6 +109,25 @@ def test_resume_is_exact(full_run, corpus, tmp_path):
     assert [e["step"] for e in read_eval(out)] == [2, 4]
 
 
+def test_latent_spectrum_loss_trains_checkpoints_and_resumes(corpus, tmp_path):
+    spec = ["--set", "vae.spec_weight=1.0", "--set", "vae.spec_fft=512", "--set", "vae.spec_max_hz=4000"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(_args(corpus, full, *spec)) == 0
+    lines = read_metrics(full)
+    assert all(math.isfinite(m["spec"]) and m["spec"] > 0 for m in lines)
+    # The read-out is the third prepared model: it learns and is in every checkpoint.
+    a, b = _ckpt_tensors(full, 2, 2), _ckpt_tensors(full, 4, 2)
+    assert set(a) == {"readout.weight", "readout.bias"} and a["readout.weight"].shape == (4000 * 512 // 16000 + 1, 8)
+    assert not torch.equal(a["readout.weight"], b["readout.weight"])
+    assert main(_args(corpus, part, *spec, "--max-steps", "2")) == 0
+    assert main(_args(corpus, part, *spec, "--resume", "latest")) == 0
+    for index in (0, 2):
+        x, y = _ckpt_tensors(full, 4, index), _ckpt_tensors(part, 4, index)
+        for k in x:
+            torch.testing.assert_close(y[k], x[k], rtol=0, atol=1e-6, msg=f"model {index} {k}")
+    assert main(_args(corpus, tmp_path / "bad", *spec, "--set", "vae.spec_max_hz=9000")) == 2  # > Nyquist
+
+
 def test_decoder_finetune_keeps_encoder_and_latent_scale(full_run, corpus, tmp_path):
     init = full_run / "export" / "vae"
     out = tmp_path / "dec"

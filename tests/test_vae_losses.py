@@ -8,6 +8,7 @@ import torch
 
 from train.discriminators import Discriminator, DiscriminatorConfig
 from train.vae_losses import (
+    LatentSpectrumLoss,
     MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
     feature_matching_loss,
@@ -132,3 +133,29 @@ def test_discriminator_level_invariant_and_config_roundtrip(tiny_disc):
         DiscriminatorConfig.from_dict({"nope": 1})
     with pytest.raises(ValueError):
         DiscriminatorConfig(bands=((0.5, 0.2),))
+
+
+def test_latent_spectrum_loss_exact_readout_is_zero_and_pitch_sensitive(gen):
+    hop = 160
+    loss = LatentSpectrumLoss(latent_channels=8, sample_rate=SR, hop=hop, n_fft=1024, max_hz=2000.0)
+    assert loss.bins == 2000 * 1024 // SR + 1
+    x = _tone(hop * 20)
+    target = loss.target(x)  # (1, bins, 21): one centred frame per latent frame, plus the tail
+    assert target.shape == (1, loss.bins, 21)
+    # Latents that ARE the log spectrum, with an identity read-out, are read out exactly.
+    exact = LatentSpectrumLoss(latent_channels=loss.bins, sample_rate=SR, hop=hop, n_fft=1024, max_hz=2000.0)
+    with torch.no_grad():
+        exact.readout.weight.copy_(torch.eye(loss.bins))
+        exact.readout.bias.zero_()
+    assert exact(target[..., :20], x).item() == pytest.approx(0.0, abs=1e-5)
+    # The same latents against a tone a fifth higher: the read-out no longer matches.
+    assert exact(target[..., :20], _tone(hop * 20, f=660.0)).item() > 0.5
+    # Gradients reach the latents and the read-out; the target is a constant.
+    z = torch.randn(2, 8, 20, generator=gen, requires_grad=True)
+    loss(z, x.repeat(2, 1, 1)).backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    assert loss.readout.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError):
+        loss(torch.zeros(1, 8, 30), x)  # 30 latent frames, but 3200 samples give 21 STFT frames
+    with pytest.raises(ValueError):
+        LatentSpectrumLoss(8, SR, hop, max_hz=SR)  # above Nyquist

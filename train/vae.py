@@ -11,7 +11,8 @@ Per step, on random mono crops of the corpus (train/data/dataset.py, loudness-no
    discriminators, train/discriminators.py) with the least-squares GAN loss on real vs detached
    reconstructions (AdamW, its own grad clip ``disc_grad_clip``);
 3. one VAE update on mel_weight * multi-scale log-mel L1 + kl_weight * KL (element mean)
-   [+ stft_weight * multi-resolution STFT] + adv_weight * LSGAN + fm_weight * L1 feature
+   [+ stft_weight * multi-resolution STFT] [+ spec_weight * latent spectrum read-out L1
+   (train/vae_losses.py LatentSpectrumLoss: the latents must carry pitch)] + adv_weight * LSGAN + fm_weight * L1 feature
    matching (DAC: 15 / - / 1 / 2), global grad clip ``loop.grad_clip``.
 
 Every ``eval_every`` steps and at the end, :func:`evaluate` reconstructs held-out clips with the
@@ -41,6 +42,7 @@ from train.discriminators import Discriminator, DiscriminatorConfig
 from train.loop import ConfigError, LoopConfig, Run, load_config, parse_args, run_main, to_dict
 from train.vae_losses import (
     MultiResolutionSTFTLoss,
+    LatentSpectrumLoss,
     MultiScaleMelLoss,
     feature_matching_loss,
     lsgan_discriminator_loss,
@@ -70,6 +72,11 @@ class VAEStageConfig:
     mel_windows: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
     mel_bins: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320)
     stft_fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128)
+    # LatentSpectrumLoss: a linear read-out of the posterior means must match the input's fine log
+    # spectrum (n_fft spec_fft, bins up to spec_max_hz). Ignored with freeze_encoder.
+    spec_weight: float = 0.0
+    spec_fft: int = 4096
+    spec_max_hz: float = 5000.0
     # adversarial schedule and optimisation
     gan_start_step: int = 0  # steps before this train reconstruction (mel + KL) only
     disc_lr: float = 0.0  # 0: loop.lr
@@ -99,7 +106,9 @@ class VAEStageConfig:
         for name in ("crop_seconds", "eval_seconds", "scale_seconds", "target_latent_std"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"vae.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("mel_weight", "kl_weight", "adv_weight", "fm_weight", "stft_weight", "disc_lr",
+        if self.spec_fft < 2 or self.spec_max_hz <= 0:
+            raise ConfigError(f"vae.spec_fft must be >= 2 and vae.spec_max_hz > 0, got {self.spec_fft}, {self.spec_max_hz}")
+        for name in ("mel_weight", "kl_weight", "adv_weight", "fm_weight", "stft_weight", "spec_weight", "disc_lr",
                      "disc_grad_clip", "gan_start_step", "eval_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"vae.{name} must be >= 0, got {getattr(self, name)}")
@@ -292,19 +301,29 @@ def train(argv: list[str] | None = None) -> Path:
     disc = Discriminator(cfg.disc)
     mel_loss = MultiScaleMelLoss(mc.sample_rate, cfg.mel_windows, cfg.mel_bins).to(run.device)
     stft_loss = MultiResolutionSTFTLoss(cfg.stft_fft_sizes).to(run.device) if cfg.stft_weight else None
+    spec_loss = None
+    if cfg.spec_weight and not cfg.freeze_encoder:
+        if cfg.spec_max_hz > mc.sample_rate / 2:
+            raise ConfigError(f"vae.spec_max_hz={cfg.spec_max_hz} must be <= half the sample rate ({mc.sample_rate / 2})")
+        spec_loss = LatentSpectrumLoss(mc.latent_channels, mc.sample_rate, hop, cfg.spec_fft, cfg.spec_max_hz,
+                                       gain=mc.enc_input_gain)
     p = vae.num_params()
     run.print(f"vae: VAE {p['total'] / 1e6:.2f}M params (enc {p['encoder'] / 1e6:.2f}M, "
               f"dec {p['decoder'] / 1e6:.2f}M), discriminator {disc.num_params() / 1e6:.2f}M, "
               f"{len(dataset)} files, crops of {dataset.n // hop * hop} samples, "
               f"{run.accelerator.num_processes} process(es), {run.mixed_precision}")
 
-    opt_g = run.adam([q for q in vae.parameters() if q.requires_grad])
+    trainable = [q for q in vae.parameters() if q.requires_grad]
+    opt_g = run.adam(trainable + (list(spec_loss.parameters()) if spec_loss is not None else []))
     opt_d = run.adam(disc.parameters(), lr=cfg.disc_lr or None)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, WarmupDecay(cfg.loop.warmup_steps, cfg.lr_decay))
     sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, WarmupDecay(cfg.loop.warmup_steps, cfg.lr_decay))
     run.register(sched_g)
     run.register(sched_d)
-    vae, disc, opt_g, opt_d = run.prepare(vae, disc, opt_g, opt_d)
+    if spec_loss is not None:  # prepared, so its read-out is checkpointed (model_2) and resumes
+        vae, disc, spec_loss, opt_g, opt_d = run.prepare(vae, disc, spec_loss, opt_g, opt_d)
+    else:
+        vae, disc, opt_g, opt_d = run.prepare(vae, disc, opt_g, opt_d)
     if run.restore():
         run.print(f"resumed at step {run.step}")
     clips = None
@@ -344,6 +363,9 @@ def train(argv: list[str] | None = None) -> Path:
         if stft_loss is not None:
             metrics["stft"] = stft_loss(recon, wav)
             loss = loss + cfg.stft_weight * metrics["stft"]
+        if spec_loss is not None:
+            metrics["spec"] = spec_loss(mean, wav)
+            loss = loss + cfg.spec_weight * metrics["spec"]
         if gan_on:
             inner = run.unwrap(disc)  # no DDP gradient sync: these discriminator grads are discarded
             with run.autocast():
