@@ -8,6 +8,8 @@ runs at a small multiple of the latent frame rate instead of the audio sample ra
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -140,19 +142,39 @@ class ISTFTHead(nn.Module):
     A Linear layer predicts log-magnitude and phase per bin; magnitude = exp(log-mag) clamped to
     100 (keeps early training finite); phase enters as (cos, sin). Runs in fp32 even under
     autocast because complex bf16 FFTs are not supported.
+
+    ``phase_advance``: the predicted phase is an offset (zero at init) on top of each bin's
+    centre-frequency advance, 2 pi k t / overlap at frame t, i.e. the phase of a steady sinusoid
+    at the bin's centre. Frames then add up coherently from the first step, and pitch only needs
+    the right magnitudes. With freely predicted phase, pitch hangs on a phase the network learns
+    slowly: resynthesising real music from its TRUE magnitudes (n_fft 960, hop 240, 44.1 kHz)
+    with random phase keeps a chroma correlation of 0.36 with the original, with the centre
+    advance 0.47, and at n_fft 1920 0.63 and 0.88 (train/pitch.py).
     """
 
-    def __init__(self, dim: int, hop: int, overlap: int = 4):
+    def __init__(self, dim: int, hop: int, overlap: int = 4, phase_advance: bool = False):
         super().__init__()
-        self.hop, self.overlap = hop, overlap
+        self.hop, self.overlap, self.phase_advance = hop, overlap, phase_advance
         self.n_fft = overlap * hop
         self.n_bins = self.n_fft // 2 + 1
         self.proj = nn.Linear(dim, 2 * self.n_bins)
+        if phase_advance:
+            with torch.no_grad():
+                self.proj.weight[self.n_bins:].zero_()
+                self.proj.bias[self.n_bins:].zero_()
         self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+
+    def advance(self, frames: int, device=None) -> torch.Tensor:
+        """(frames, n_bins) centre-frequency phases 2 pi ((k t) mod overlap) / overlap, exact in int64."""
+        t = torch.arange(frames, device=device, dtype=torch.int64)[:, None]
+        k = torch.arange(self.n_bins, device=device, dtype=torch.int64)[None]
+        return (t * k % self.overlap).float() * (2 * math.pi / self.overlap)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.proj(x).float()
         logmag, phase = h.chunk(2, dim=-1)
+        if self.phase_advance:
+            phase = phase + self.advance(phase.shape[-2], phase.device)
         mag = logmag.exp().clamp(max=1e2)
         spec = torch.complex(mag * phase.cos(), mag * phase.sin())
         return overlap_add_istft(spec, self.hop, self.overlap, self.window.float())

@@ -56,6 +56,10 @@ class VAEConfig:
     dec_up_blocks: int = 2
     dec_mlp_mult: int = 3
     istft_overlap: int = 4
+    # "free": the iSTFT head predicts phase outright (Vocos). "advance": it predicts an offset on
+    # each bin's steady centre-frequency phase (audio_layers.ISTFTHead), so notes come out coherent
+    # from the start of training; use with istft_overlap >= 8 (finer bins) for pitched music.
+    dec_phase: str = "free"
     weight_norm: bool = False
     # Fixed gain on the encoder input. Training crops are at -20 dBFS (RMS 0.1) and the default
     # conv init shrinks activations further (encoder output ~linear in the input at init), so every
@@ -110,6 +114,8 @@ class VAEConfig:
                                             or min(self.enc_dim, self.enc_stft_down) < 1 or self.enc_blocks < 0):
             raise PrestoError(f"VAEConfig: the stft encoder needs hop={self.hop} divisible by enc_stft_down="
                               f"{self.enc_stft_down}, enc_stft_fft >= 2, enc_dim >= 1 and enc_blocks >= 0")
+        if self.dec_phase not in ("free", "advance"):
+            raise PrestoError(f"VAEConfig.dec_phase must be 'free' or 'advance', got {self.dec_phase!r}")
         if self.hop % self.dec_upsample:
             raise PrestoError(f"VAEConfig.hop={self.hop} must be divisible by dec_upsample={self.dec_upsample}")
         if not (isinstance(self.enc_input_gain, (int, float)) and math.isfinite(self.enc_input_gain)
@@ -222,7 +228,7 @@ class Decoder(nn.Module):
             self.up, dim = nn.Identity(), cfg.dec_dim
         self.up_blocks = nn.Sequential(*[ConvNeXtBlock(dim, cfg.dec_mlp_mult) for _ in range(cfg.dec_up_blocks)])
         self.norm_out = nn.LayerNorm(dim, eps=1e-6)
-        self.head = ISTFTHead(dim, cfg.hop // cfg.dec_upsample, cfg.istft_overlap)
+        self.head = ISTFTHead(dim, cfg.hop // cfg.dec_upsample, cfg.istft_overlap, cfg.dec_phase == "advance")
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.norm_in(self.conv_in(z).transpose(1, 2))  # channels-last from here on

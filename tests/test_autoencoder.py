@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from presto_core.audio import loudness_normalize, mrstft_distance, peak_normalize, resample, rms_db, si_sdr, to_mono
-from presto_core.audio_layers import overlap_add_istft
+from presto_core.audio_layers import ISTFTHead, overlap_add_istft
 from presto_core.autoencoder import AudioVAE, VAEConfig
 from presto_core.errors import PrestoError
 
@@ -108,7 +108,7 @@ def test_kl():
     assert AudioVAE.kl(mean, logvar).item() == pytest.approx(expected, rel=1e-6)
 
 
-@pytest.mark.parametrize("frontend", [{}, STFT])
+@pytest.mark.parametrize("frontend", [{}, STFT, {**STFT, "dec_phase": "advance", "istft_overlap": 8}])
 def test_gradients_reach_every_parameter(frontend):
     torch.manual_seed(0)
     vae = AudioVAE(small_config(weight_norm=True, **frontend))
@@ -155,6 +155,36 @@ def test_istft_head_is_exact_inverse_of_same_padded_stft():
     y = overlap_add_istft(spec, hop, overlap, window)
     assert y.shape == x.shape
     torch.testing.assert_close(y[:, n_fft:-n_fft], x[:, n_fft:-n_fft])
+
+
+@pytest.mark.parametrize("overlap", [4, 8])
+def test_phase_advance_head_renders_a_steady_sinusoid_at_init(overlap):
+    """Zero phase offsets (the init) and one active bin k: the overlap-added frames are exactly the
+    steady sinusoid at k * sr / n_fft, so a decoder that gets magnitudes right gets pitch right."""
+    hop, k, frames = 32, 5, 60
+    torch.manual_seed(0)
+    head = ISTFTHead(dim=16, hop=hop, overlap=overlap, phase_advance=True)
+    assert head.proj.weight[head.n_bins:].abs().sum() == 0 and head.proj.bias[head.n_bins:].abs().sum() == 0
+    with torch.no_grad():
+        head.proj.weight.zero_()
+        head.proj.bias[: head.n_bins] = -30.0  # exp(-30): silent bins
+        head.proj.bias[k] = 0.0
+    y = head(torch.randn(1, frames, 16))[0].double()
+    n = torch.arange(y.shape[-1], dtype=torch.float64)
+    omega = 2 * math.pi * k / head.n_fft
+    basis = torch.stack([torch.cos(omega * n), torch.sin(omega * n)], 1)
+    inner = slice(head.n_fft, -head.n_fft)  # away from the edges the window envelope is complete
+    coef = torch.linalg.lstsq(basis[inner], y[inner, None]).solution
+    residual = y[inner] - (basis[inner] @ coef)[:, 0]
+    assert coef.norm() > 1e-3 and residual.abs().max() < 1e-5 * coef.norm()
+    # the advance is exact integer arithmetic: periodic in t with period `overlap`
+    adv = head.advance(3 * overlap)
+    torch.testing.assert_close(adv[:overlap], adv[overlap: 2 * overlap])
+    # free phase (the default) has no such structure at init
+    free = ISTFTHead(dim=16, hop=hop, overlap=overlap)
+    assert free.proj.weight[free.n_bins:].abs().sum() > 0
+    with pytest.raises(PrestoError, match="dec_phase"):
+        VAEConfig(dec_phase="zero")
 
 
 def test_metrics_identities():
