@@ -103,6 +103,21 @@ def test_resume_reproduces_the_uninterrupted_run(setup, reference):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_init_starts_from_an_exported_base(setup, reference):
+    root, argv = setup
+    out = root / "init"
+    # lr 0: the run must end exactly where it started, i.e. at the reference's exported weights.
+    assert base.main(argv + ["--out", str(out), "--max-steps", "2", "--set", f"base.init={reference / 'export' / 'base'}",
+                             "--set", "base.loop.lr=0.0"]) == 0
+    start, _ = ckpt.load_component(reference / "export" / "base")
+    end, _ = ckpt.load_component(out / "export" / "base")
+    a, b = start.state_dict(), end.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert base.main(argv + ["--out", str(root / "init_bad"), "--set", f"base.init={reference / 'export' / 'base'}",
+                             "--set", "base.model.depth=3"]) == 2
+    assert base.main(argv + ["--out", str(root / "init_bad2"), "--set", f"base.init={root / 'vae'}"]) == 2
+
+
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(setup):
     root, argv = setup
     out = root / "nan"

@@ -25,7 +25,7 @@ import torch
 from presto_core import checkpoint as ckpt
 from presto_core.dit import DiT, DiTConfig
 from presto_core.edm import EDMConfig, Precond, loss_weight, sample_sigmas
-from train.loop import LoopConfig, Run, load_config, parse_args, run_main, to_dict
+from train.loop import ConfigError, LoopConfig, Run, load_config, parse_args, run_main, to_dict
 
 
 @dataclass
@@ -41,6 +41,9 @@ class BaseStageConfig:
     crop_seconds: float = 10.0
     cond_dropout: float = 0.1
     latent_cache: str = ""  # folder for the latent caches (default: RUN_DIR)
+    # Start from this DiT component's weights (e.g. an earlier base export) instead of a fresh init;
+    # its architecture must equal `model`. A resumed run restores its own checkpoint instead.
+    init: str = ""
     augment_copies: int = 0  # extra pitch/tempo-augmented copies per file in the cache
     text_cache_size: int = 100_000  # caption phrasings whose tokens stay in memory
     export_fp16: bool = False
@@ -144,6 +147,20 @@ def load_vae(path: str, device="cpu"):
     return vae, ckpt.sha256_file(folder / ckpt.WEIGHTS)
 
 
+def load_init(path: str, model_cfg: DiTConfig) -> DiT:
+    """The DiT component at ``path`` (``base.init``), checked against the configured architecture."""
+    folder = Path(path)
+    if not (folder / ckpt.CONFIG).is_file():
+        raise ConfigError(f"base.init={path} is not a component folder (no {ckpt.CONFIG})")
+    dit, _ = ckpt.load_component(folder)
+    if not isinstance(dit, DiT):
+        raise ConfigError(f"base.init={path} is not a DiT component")
+    if dit.cfg != model_cfg:
+        diff = sorted(k for k, v in dit.cfg.__dict__.items() if getattr(model_cfg, k) != v)
+        raise ConfigError(f"base.init={path} differs from base.model in {diff}")
+    return dit
+
+
 def latent_caches(run: Run, data, cfg: BaseStageConfig) -> dict[str, Path]:
     """Build (main process, once) or find the train/held-out latent caches of this VAE + corpus."""
     from train.data.latents import encode_latents
@@ -210,6 +227,8 @@ def train(argv: list[str] | None = None) -> Path:
 
     torch.manual_seed(cfg.loop.seed)
     model = Precond(DiT(cfg.model), sigma_data=cfg.edm.sigma_data)
+    if cfg.init:
+        model.backbone.load_state_dict(load_init(cfg.init, cfg.model).state_dict())
     run.print(f"base: DiT {model.backbone.num_parameters() / 1e6:.1f}M params, {len(dataset)} cached items, "
               f"crops of {frames} frames, {run.accelerator.num_processes} process(es), {run.mixed_precision}")
     opt = run.adam(model.parameters())
