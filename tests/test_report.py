@@ -112,7 +112,8 @@ def test_report_end_to_end(model, tmp_path, capsys):
     printed = capsys.readouterr().out
     md = out_md.read_text()
     assert md in printed and "python -m train.report --model" in md and "torch" in md
-    for header in ("VAE reconstruction", "MR-STFT", "SI-SDR", "Tempo adherence", "ok or octave", "CLAP retrieval",
+    for header in ("VAE reconstruction", "MR-STFT", "SI-SDR", "Chroma corr.", "Pitch content", "Tonal clarity",
+                   "Tempo adherence", "ok or octave", "CLAP retrieval",
                    "Top-1", "Chance top-5"):
         assert header in md
     assert "n/a" not in md
@@ -123,8 +124,16 @@ def test_report_end_to_end(model, tmp_path, capsys):
     vae = rep["vae"]
     assert len(vae["pieces"]) == 3 and len(vae["rows"]) == 3
     for r in vae["rows"] + vae["pieces"]:
-        assert _finite(r["mrstft"]) and _finite(r["si_sdr"]), r
+        assert _finite(r["mrstft"]) and _finite(r["si_sdr"]) and -1 <= r["chroma"] <= 1, r
     assert vae["rows"][1]["si_sdr"] > 10  # 4 kHz low-pass keeps most of a 1 kHz click's energy
+    assert vae["rows"][1]["chroma"] > 0.9  # ... and its pitch class
+
+    pitch = {r["name"]: r for r in rep["pitch"]["rows"]}
+    assert list(pitch)[0] == "generated clips" and list(pitch)[-1] == "white noise"
+    assert pitch["real held-out audio"]["n"] == 3 and pitch["white noise"]["n"] == 1
+    for r in pitch.values():
+        assert 1 / 12 - 1e-9 <= r["clarity"] <= 1, r
+    assert pitch["white noise"]["clarity"] < 0.2 < pitch["real held-out audio"]["clarity"]  # 1 kHz clicks: one class
 
     tempo = rep["tempo"]
     assert [r["n"] for r in tempo["rows"]] == [4, 4 * 2, 3, 3 * 2]

@@ -10,6 +10,7 @@ tempo adherence of generated samples and CLAP retrieval, as Markdown tables (and
    Multi-resolution STFT distance (lower is better) and SI-SDR (dB, higher is better), mean and
    per piece. Two references scored the same way: the input low-passed at 4 kHz (a band-limited
    but otherwise perfect codec) and another held-out piece in place of the reconstruction (chance).
+   Chroma correlation with the input (train/pitch.py) says whether the notes survive.
 2. Tempo adherence: ``--num`` clips (default 16) of ``--duration`` s (default 10) with
    ``--variant``, one per held-out prompt (first caption and labelled BPM, cycling), seeds
    ``--seed + i``; tempo measured by librosa's estimator (train.data.inspect_corpus). Rows: the
@@ -17,6 +18,8 @@ tempo adherence of generated samples and CLAP retrieval, as Markdown tables (and
    the agreement a model that ignores BPM gets); the real held-out audio (crops of the same length)
    against its label (the tracker's own accuracy) and against the other labels. "ok" = within 4 %,
    "octave" = at 1/2x or 2x; the error is |measured / target - 1| after folding octaves.
+   Pitch content: tonal clarity (train/pitch.py) of the generated clips, of real held-out crops,
+   of the VAE's reconstructions and of white noise: rhythmic noise scores near the noise row.
 3. CLAP retrieval with the model folder's CLAP: text -> audio top-1 / top-5 over the held-out
    pieces (one ``--clap-seconds`` crop each, default 10; first caption, and the mean over the
    caption phrasings) and over the generated clips (prompt -> its clip, one clip per distinct
@@ -41,6 +44,7 @@ import torch
 
 from presto_core.errors import PrestoError, check_number
 from train.eval import clamp_bpm, markdown_table, embed_audio, embed_text, generate_set, machine_info
+from train.pitch import chroma_correlation, tonal_clarity
 
 TARGET_DB = -20.0  # training loudness of every crop (train.data.dataset, train.vae)
 CROP_START_S = 4.0  # skips count-ins and fade-ins
@@ -99,13 +103,15 @@ def lowpass(x: torch.Tensor, sample_rate: int, cutoff_hz: float = LOWPASS_HZ) ->
     return torch.fft.irfft(spec, n=x.shape[-1]).to(x.dtype)
 
 
-def pair_metrics(estimate: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    """Mean per-clip multi-resolution STFT distance and SI-SDR (dB) of (K, 1, N) estimates."""
+def pair_metrics(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int) -> dict[str, float]:
+    """Mean per-clip multi-resolution STFT distance, SI-SDR (dB) and chroma correlation
+    (train/pitch.py: 1 = same notes) of (K, 1, N) estimates against their references."""
     from presto_core.audio import mrstft_distance, si_sdr
 
     pairs = list(zip(estimate, reference))
     return {"mrstft": statistics.fmean(float(mrstft_distance(e, r)) for e, r in pairs),
-            "si_sdr": statistics.fmean(float(si_sdr(e[0], r[0])) for e, r in pairs)}
+            "si_sdr": statistics.fmean(float(si_sdr(e[0], r[0])) for e, r in pairs),
+            "chroma": statistics.fmean(chroma_correlation(e[0].numpy(), r[0].numpy(), sample_rate) for e, r in pairs)}
 
 
 def vae_section(vae, items: list[dict], seconds: float) -> dict:
@@ -117,14 +123,47 @@ def vae_section(vae, items: list[dict], seconds: float) -> dict:
     if n < hop:
         raise PrestoError(f"--vae-seconds {seconds} is shorter than one latent frame ({hop / sr:.3f} s)")
     clips = torch.stack([torch.from_numpy(load_crop(it["path"], sr, seconds)[:n]) for it in items])[:, None]
-    pieces = [{"path": it["path"], **evaluate(vae, clips[i: i + 1])} for i, it in enumerate(items)]
+    with torch.no_grad():
+        recons = torch.cat([vae.decode(vae.encode(clips[i: i + 1])[0])[..., :n].float().cpu()
+                            for i in range(len(items))])
+    pieces = [{"path": it["path"], **evaluate(vae, clips[i: i + 1]),
+               "chroma": chroma_correlation(recons[i, 0].numpy(), clips[i, 0].numpy(), sr)}
+              for i, it in enumerate(items)]
     rows = [{"name": "VAE (posterior mean)",
-             **{k: statistics.fmean(p[k] for p in pieces) for k in ("mrstft", "si_sdr")}},
+             **{k: statistics.fmean(p[k] for p in pieces) for k in ("mrstft", "si_sdr", "chroma")}},
             {"name": f"reference: input low-passed at {LOWPASS_HZ / 1000:g} kHz",
-             **pair_metrics(lowpass(clips, sr), clips)}]
-    other = pair_metrics(clips.roll(1, 0), clips) if len(items) > 1 else {"mrstft": None, "si_sdr": None}
+             **pair_metrics(lowpass(clips, sr), clips, sr)}]
+    other = (pair_metrics(clips.roll(1, 0), clips, sr) if len(items) > 1
+             else {"mrstft": None, "si_sdr": None, "chroma": None})
     rows.append({"name": "reference: another held-out piece (chance)", **other})
-    return {"seconds": n / sr, "sample_rate": sr, "rows": rows, "pieces": pieces}
+    clarity = {"input": mean_clarity([c[0].numpy() for c in clips], sr)["clarity"],
+               "reconstruction": mean_clarity([r[0].numpy() for r in recons], sr)["clarity"]}
+    return {"seconds": n / sr, "sample_rate": sr, "rows": rows, "pieces": pieces, "clarity": clarity}
+
+
+def mean_clarity(clips: list[np.ndarray], sample_rate: int) -> dict:
+    """{"n": clips that are not silent, "clarity": their mean tonal clarity (None if all are silent)}."""
+    values = []
+    for c in clips:
+        try:
+            values.append(tonal_clarity(c, sample_rate))
+        except ValueError:  # silent: no pitch to measure
+            pass
+    return {"n": len(values), "clarity": statistics.fmean(values) if values else None}
+
+
+def pitch_section(clips: list[np.ndarray], items: list[dict], seconds: float, sample_rate: int,
+                  vae_clarity: dict) -> dict:
+    """Tonal clarity (train/pitch.py: 1/12 = noise) of the generated clips beside real held-out
+    crops of the same length, the VAE's reconstructions of them, and white noise."""
+    real = [load_crop(it["path"], sample_rate, seconds) for it in items]
+    noise = np.random.default_rng(0).standard_normal(int(seconds * sample_rate)).astype(np.float32)
+    rows = [{"name": name, **mean_clarity(group, sample_rate)} for name, group in
+            (("generated clips", clips), ("real held-out audio", real), ("white noise", [noise]))]
+    rows[2:2] = [{"name": "VAE reconstructions of real audio (VAE crops)", "n": len(items),
+                  "clarity": vae_clarity["reconstruction"]},
+                 {"name": "VAE inputs (same crops)", "n": len(items), "clarity": vae_clarity["input"]}]
+    return {"rows": rows}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,6 +327,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
     if args.audio_dir:
         save_clips(args.audio_dir, clips, prompts, items, pipe.sample_rate, args.seed)
 
+    report["pitch"] = pitch_section(clips, items, args.duration, pipe.sample_rate, report["vae"]["clarity"])
+
     t = time.perf_counter()
     report["tempo"] = tempo_section(pipe, items, clips, args.duration, args.seed)
     timings["tempo"] = time.perf_counter() - t
@@ -315,7 +356,13 @@ def render_markdown(report: dict) -> str:
     lines += ["## VAE reconstruction on held-out audio", "",
               f"One {v['seconds']:g} s crop per held-out piece at {v['sample_rate']} Hz, -20 dBFS, posterior mean. "
               "MR-STFT distance: lower is better; SI-SDR: higher is better.", ""]
-    lines += markdown_table(v["rows"], [("name", "Reconstruction"), ("mrstft", "MR-STFT ↓"), ("si_sdr", "SI-SDR dB ↑")])
+    lines += markdown_table(v["rows"], [("name", "Reconstruction"), ("mrstft", "MR-STFT ↓"), ("si_sdr", "SI-SDR dB ↑"),
+                                        ("chroma", "Chroma corr. ↑")])
+    lines += ["", "## Pitch content", "",
+              "Tonal clarity: mean over frames of the largest pitch-class share of the chroma (1/12 = 0.083 for "
+              "a flat spectrum; notes and chords score higher). Chroma correlation above: 1 = the same notes as "
+              "the input, about 0 = unrelated.", ""]
+    lines += markdown_table(report["pitch"]["rows"], [("name", "Audio"), ("n", "Clips"), ("clarity", "Tonal clarity")])
     lines += ["", "## Tempo adherence of generated samples", "",
               f"{report['num']} clips of {report['duration']:g} s (seeds {report['seed']} to "
               f"{report['seed'] + report['num'] - 1}), tempo by librosa's estimator. ok: within 4 %; "
