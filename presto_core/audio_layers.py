@@ -170,9 +170,12 @@ class ISTFTHead(nn.Module):
         k = torch.arange(self.n_bins, device=device, dtype=torch.int64)[None]
         return (t * k % self.overlap).float() * (2 * math.pi / self.overlap)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, logmag_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T', dim); ``logmag_offset`` (B, T', n_bins) is added to the predicted log-magnitudes."""
         h = self.proj(x).float()
         logmag, phase = h.chunk(2, dim=-1)
+        if logmag_offset is not None:
+            logmag = logmag + logmag_offset
         if self.phase_advance:
             phase = phase + self.advance(phase.shape[-2], phase.device)
         mag = logmag.exp().clamp(max=1e2)

@@ -60,6 +60,13 @@ class VAEConfig:
     # each bin's steady centre-frequency phase (audio_layers.ISTFTHead), so notes come out coherent
     # from the start of training; use with istft_overlap >= 8 (finer bins) for pitched music.
     dec_phase: str = "free"
+    # A fixed linear spectral path beside the learned ones (stft encoder only; needs the encoder's
+    # STFT frames to be the decoder's: enc_stft_fft == istft_overlap * hop / dec_upsample and
+    # enc_stft_down == dec_upsample). Encoder: mean += A (log spectrum pooled per latent frame) + a;
+    # decoder: log-magnitude += B z + b. A, a, B, b are buffers stored with the weights; zero (no
+    # effect) until training sets them to a whitened PCA of the corpus' log spectra
+    # (train/vae_pca.py), so latents carry pitch from the first step and the decoder renders it.
+    spectral_skip: bool = False
     weight_norm: bool = False
     # Fixed gain on the encoder input. Training crops are at -20 dBFS (RMS 0.1) and the default
     # conv init shrinks activations further (encoder output ~linear in the input at init), so every
@@ -116,6 +123,12 @@ class VAEConfig:
                               f"{self.enc_stft_down}, enc_stft_fft >= 2, enc_dim >= 1 and enc_blocks >= 0")
         if self.dec_phase not in ("free", "advance"):
             raise PrestoError(f"VAEConfig.dec_phase must be 'free' or 'advance', got {self.dec_phase!r}")
+        if self.spectral_skip and (self.enc_frontend != "stft" or self.enc_stft_down != self.dec_upsample
+                                   or self.enc_stft_fft != self.istft_overlap * self.hop // self.dec_upsample):
+            raise PrestoError("VAEConfig.spectral_skip needs enc_frontend='stft', enc_stft_down == dec_upsample "
+                              f"and enc_stft_fft == istft_overlap * hop / dec_upsample "
+                              f"(= {self.istft_overlap * self.hop // max(self.dec_upsample, 1)}), got "
+                              f"{self.enc_frontend!r}, {self.enc_stft_down}, {self.enc_stft_fft}")
         if self.hop % self.dec_upsample:
             raise PrestoError(f"VAEConfig.hop={self.hop} must be divisible by dec_upsample={self.dec_upsample}")
         if not (isinstance(self.enc_input_gain, (int, float)) and math.isfinite(self.enc_input_gain)
@@ -201,16 +214,35 @@ class STFTEncoder(nn.Module):
         self.norm_out = nn.LayerNorm(d, eps=1e-6)
         self.out = nn.Linear(d, 2 * cfg.latent_channels)
         self.input_gain = float(cfg.enc_input_gain)
+        self.down_factor = cfg.enc_stft_down
+        self.spectral_skip = cfg.spectral_skip
+        if cfg.spectral_skip:  # fixed analysis (see VAEConfig.spectral_skip): mean += pca_w @ pooled + pca_b
+            self.register_buffer("pca_w", torch.zeros(cfg.latent_channels, self.n_fft // 2 + 1))
+            self.register_buffer("pca_b", torch.zeros(cfg.latent_channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def log_spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, N) audio -> (B, n_fft // 2 + 1, N // hop) log |STFT(input_gain * x)|, float32."""
         n_frames = x.shape[-1] // self.hop
         spec = torch.stft(x[:, 0].float() * self.input_gain, self.n_fft, self.hop, window=self.window,
                           center=True, return_complex=True)
         # log compresses the ~100 dB range so quiet harmonics weigh as much as loud drums
-        feats = spec.abs()[..., :n_frames].clamp_min(1e-4).log().to(self.conv_in.weight.dtype)
+        return spec.abs()[..., :n_frames].clamp_min(1e-4).log()
+
+    def pooled(self, logspec: torch.Tensor) -> torch.Tensor:
+        """(B, F, T * down) -> (B, F, T): mean log spectrum of each latent frame's sub-frames."""
+        b, f, t = logspec.shape
+        return logspec[..., : t // self.down_factor * self.down_factor].reshape(b, f, -1, self.down_factor).mean(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logspec = self.log_spectrum(x)
+        feats = logspec.to(self.conv_in.weight.dtype)
         h = self.blocks(self.norm_in(self.conv_in(feats).transpose(1, 2)))
         h = self.norm_down(self.down(h.transpose(1, 2)).transpose(1, 2))
-        return self.out(self.norm_out(self.low_blocks(h))).transpose(1, 2)
+        out = self.out(self.norm_out(self.low_blocks(h))).transpose(1, 2)
+        if self.spectral_skip:
+            lin = torch.einsum("cf,bft->bct", self.pca_w.float(), self.pooled(logspec)) + self.pca_b.float()[:, None]
+            out = out.float() + torch.cat([lin, torch.zeros_like(lin)], dim=1)  # the mean half only
+        return out
 
 
 class Decoder(nn.Module):
@@ -229,11 +261,20 @@ class Decoder(nn.Module):
         self.up_blocks = nn.Sequential(*[ConvNeXtBlock(dim, cfg.dec_mlp_mult) for _ in range(cfg.dec_up_blocks)])
         self.norm_out = nn.LayerNorm(dim, eps=1e-6)
         self.head = ISTFTHead(dim, cfg.hop // cfg.dec_upsample, cfg.istft_overlap, cfg.dec_phase == "advance")
+        self.upsample = cfg.dec_upsample
+        self.spectral_skip = cfg.spectral_skip
+        if cfg.spectral_skip:  # fixed synthesis (see VAEConfig.spectral_skip): log-mag += skip_w @ z + skip_b
+            self.register_buffer("skip_w", torch.zeros(self.head.n_bins, cfg.latent_channels))
+            self.register_buffer("skip_b", torch.zeros(self.head.n_bins))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.norm_in(self.conv_in(z).transpose(1, 2))  # channels-last from here on
         x = self.up_blocks(self.up(self.blocks(x)))
-        return self.head(self.norm_out(x))
+        extra = None
+        if self.spectral_skip:
+            extra = (torch.einsum("fc,bct->btf", self.skip_w.float(), z.float()) + self.skip_b.float())
+            extra = extra.repeat_interleave(self.upsample, dim=1)  # (B, T * upsample, bins)
+        return self.head(self.norm_out(x), extra)
 
 
 class AudioVAE(nn.Module):

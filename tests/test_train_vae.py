@@ -128,6 +128,28 @@ def test_latent_spectrum_loss_trains_checkpoints_and_resumes(corpus, tmp_path):
     assert main(_args(corpus, tmp_path / "bad", *spec, "--set", "vae.spec_max_hz=9000")) == 2  # > Nyquist
 
 
+PCA = ["--set", "vae.model.enc_frontend=stft", "--set", "vae.model.enc_stft_fft=320", "--set", "vae.model.enc_dim=16",
+       "--set", "vae.model.enc_blocks=1", "--set", "vae.model.dec_phase=advance", "--set", "vae.model.spectral_skip=true",
+       "--set", "vae.pca_init=true", "--set", "vae.pca_items=3", "--set", "vae.pca_seconds=1.0"]
+
+
+def test_pca_init_fits_the_fixed_path_which_stays_fixed_and_resumes(corpus, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(_args(corpus, full, *PCA)) == 0
+    vae, _ = load_component(full / "export" / "vae")
+    assert vae.cfg.spectral_skip and vae.encoder.pca_w.abs().sum() > 0 and vae.decoder.skip_w.abs().sum() > 0
+    a, b = _ckpt_tensors(full, 2, 0), _ckpt_tensors(full, 4, 0)
+    for k in ("encoder.pca_w", "encoder.pca_b", "decoder.skip_w", "decoder.skip_b"):
+        assert torch.equal(a[k], b[k]) and torch.equal(a[k], vae.state_dict()[k].to(a[k].dtype)), k  # fixed
+    assert any(not torch.equal(a[k], b[k]) for k in a if "pca" not in k and "skip" not in k)  # the rest learns
+    assert main(_args(corpus, part, *PCA, "--max-steps", "2")) == 0
+    assert main(_args(corpus, part, *PCA, "--resume", "latest")) == 0
+    x, y = _ckpt_tensors(full, 4, 0), _ckpt_tensors(part, 4, 0)
+    for k in x:
+        torch.testing.assert_close(y[k], x[k], rtol=0, atol=1e-6, msg=k)
+    assert main(_args(corpus, tmp_path / "bad", "--set", "vae.pca_init=true")) == 2  # needs spectral_skip
+
+
 def test_decoder_finetune_keeps_encoder_and_latent_scale(full_run, corpus, tmp_path):
     init = full_run / "export" / "vae"
     out = tmp_path / "dec"

@@ -39,6 +39,7 @@ from presto_core import checkpoint as ckpt
 from presto_core.audio import mrstft_distance, si_sdr
 from presto_core.autoencoder import AudioVAE, VAEConfig
 from train.discriminators import Discriminator, DiscriminatorConfig
+from train.vae_pca import fit_spectral_pca
 from train.loop import ConfigError, LoopConfig, Run, load_config, parse_args, run_main, to_dict
 from train.vae_losses import (
     MultiResolutionSTFTLoss,
@@ -89,6 +90,14 @@ class VAEStageConfig:
     scale_items: int = 32  # training crops used to measure the latent std
     scale_seconds: float = 2.0
     target_latent_std: float = 0.5  # EDM sigma_data
+    # Fixed spectral path (model.spectral_skip): fit it as a whitened PCA of pca_items training
+    # crops of pca_seconds before step 1 (train/vae_pca.py); frequencies above pca_split_hz weigh
+    # pca_high_weight in the fit. Not with init (that VAE's path is kept).
+    pca_init: bool = False
+    pca_items: int = 64
+    pca_seconds: float = 4.0
+    pca_split_hz: float = 2500.0
+    pca_high_weight: float = 0.2
     # Decoder fine-tuning: start from a VAE component folder (e.g. RUN/export/vae) and, with
     # freeze_encoder, train only the decoder. The latents (and latent_scale) stay those of `init`,
     # so a latent cache and a diffusion model built on `init` remain valid while the decoder
@@ -118,6 +127,15 @@ class VAEStageConfig:
             raise ConfigError("vae.eval_items and vae.scale_items must be >= 1")
         if self.freeze_encoder and not self.init:
             raise ConfigError("vae.freeze_encoder needs vae.init (the VAE whose encoder is kept)")
+        if self.pca_init and not self.model.spectral_skip:
+            raise ConfigError("vae.pca_init needs vae.model.spectral_skip=true")
+        if self.pca_init and self.init:
+            raise ConfigError("vae.pca_init and vae.init exclude each other (init brings its own spectral path)")
+        if self.pca_init and not (self.pca_items >= 1 and self.pca_seconds > 0 and self.pca_split_hz > 0
+                                  and 0 < self.pca_high_weight <= 1):
+            raise ConfigError("vae.pca_items >= 1, pca_seconds > 0, pca_split_hz > 0 and 0 < pca_high_weight <= 1 "
+                              f"needed, got {self.pca_items}, {self.pca_seconds}, {self.pca_split_hz}, "
+                              f"{self.pca_high_weight}")
         if self.reinit_decoder and not self.freeze_encoder:
             raise ConfigError("vae.reinit_decoder needs vae.freeze_encoder (a new decoder for fixed latents)")
 
@@ -298,6 +316,11 @@ def train(argv: list[str] | None = None) -> Path:
 
     torch.manual_seed(cfg.loop.seed)
     vae = load_init(cfg.init, mc, cfg.freeze_encoder, cfg.reinit_decoder) if cfg.init else AudioVAE(mc)
+    if cfg.pca_init:  # every process fits the same PCA; a resumed run then restores its checkpoint's
+        pca_clips = load_clips(data.root, data.train_split, cfg.pca_seconds, mc.sample_rate, hop, cfg.pca_items,
+                               cfg.target_db, cfg.loop.seed + 2)
+        fit = fit_spectral_pca(vae, pca_clips, cfg.pca_split_hz, cfg.pca_high_weight)
+        run.print(f"spectral PCA fitted on {fit['frames']} frames: {fit['explained']:.1%} of the weighted variance")
     disc = Discriminator(cfg.disc)
     mel_loss = MultiScaleMelLoss(mc.sample_rate, cfg.mel_windows, cfg.mel_bins).to(run.device)
     stft_loss = MultiResolutionSTFTLoss(cfg.stft_fft_sizes).to(run.device) if cfg.stft_weight else None
