@@ -67,6 +67,7 @@ def test_losses_finite_and_logged(full_run):
     ev = read_eval(full_run)
     assert [e["step"] for e in ev] == [2, 4]
     assert all(math.isfinite(e["eval/mrstft"]) and math.isfinite(e["eval/si_sdr"]) for e in ev)
+    assert all(-1 <= e["eval/chroma"] <= 1 for e in ev)
 
 
 def test_weights_change(full_run):

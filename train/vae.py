@@ -39,6 +39,7 @@ from presto_core import checkpoint as ckpt
 from presto_core.audio import mrstft_distance, si_sdr
 from presto_core.autoencoder import AudioVAE, VAEConfig
 from train.discriminators import Discriminator, DiscriminatorConfig
+from train.pitch import chroma_correlation
 from train.vae_pca import fit_spectral_pca
 from train.loop import ConfigError, LoopConfig, Run, load_config, parse_args, run_main, to_dict
 from train.vae_losses import (
@@ -181,14 +182,15 @@ def evaluate(vae: AudioVAE, clips: torch.Tensor, mel_loss: MultiScaleMelLoss | N
     """Reconstruct (K, 1, N) clips through the posterior mean; mean per-clip metrics.
 
     Returns {"mrstft": multi-resolution STFT distance (lower is better), "si_sdr": dB (higher is
-    better), "mel": multi-scale log-mel L1 (if ``mel_loss``), "latent_std": std of the posterior
-    means (raw, before latent_scale)}.
+    better), "mel": multi-scale log-mel L1 (if ``mel_loss``), "chroma": chroma correlation with the
+    input (train/pitch.py; 1 = same notes, ~0 = none; over non-silent clips, absent if all are
+    silent), "latent_std": std of the posterior means (raw, before latent_scale)}.
     """
     was_training = vae.training
     vae.eval()
     device = next(vae.parameters()).device
     sums = {"mrstft": 0.0, "si_sdr": 0.0, "mel": 0.0}
-    means = []
+    means, chromas = [], []
     n = clips.shape[-1]
     for s in range(0, clips.shape[0], batch_size):
         x = clips[s: s + batch_size].to(device)
@@ -200,8 +202,15 @@ def evaluate(vae: AudioVAE, clips: torch.Tensor, mel_loss: MultiScaleMelLoss | N
             sums["si_sdr"] += float(si_sdr(recon[i, 0], x[i, 0]))
             if mel_loss is not None:
                 sums["mel"] += float(mel_loss(recon[i: i + 1], x[i: i + 1]))
+            try:
+                chromas.append(chroma_correlation(recon[i, 0].cpu().numpy(), x[i, 0].cpu().numpy(),
+                                                  vae.cfg.sample_rate))
+            except ValueError:  # silent or shorter than the chroma window
+                pass
     vae.train(was_training)
     out = {k: v / clips.shape[0] for k, v in sums.items() if k != "mel" or mel_loss is not None}
+    if chromas:
+        out["chroma"] = sum(chromas) / len(chromas)
     out["latent_std"] = float(torch.cat(means).std())
     return out
 
