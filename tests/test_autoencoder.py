@@ -42,6 +42,7 @@ def test_shapes(vae, n):
 def test_paper_hop_and_tiny_defaults():
     cfg = VAEConfig.tiny()
     assert (cfg.sample_rate, cfg.hop, cfg.latent_channels) == (44100, 960, 32)
+    assert cfg.spectral_skip and cfg.dec_phase == "advance" and cfg.enc_stft_fft == cfg.istft_overlap * cfg.hop // cfg.dec_upsample
     assert VAEConfig.paper().hop == 960
     vae = AudioVAE(cfg).eval()
     with torch.no_grad():
