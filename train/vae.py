@@ -3,7 +3,9 @@
     [accelerate launch -m | python -m] train.vae --config train/configs/<scale>.json
         [--out RUN_DIR] [--resume latest] [--max-steps N] [--set vae.kl_weight=1e-3] [--cpu]
 
-Per step, on random mono crops of the corpus (train/data/dataset.py, loudness-normalised):
+With ``pca_init`` the VAE's fixed spectral path (VAEConfig.spectral_skip) is first fitted as a
+whitened PCA of training crops (train/vae_pca.py). Then per step, on random mono crops of the
+corpus (train/data/dataset.py, loudness-normalised):
 
 1. recon, mean, logvar = VAE(wav) with a reparameterised posterior draw (noise from the run's
    per-step generator, so resumed runs repeat uninterrupted ones);
@@ -39,17 +41,17 @@ from presto_core import checkpoint as ckpt
 from presto_core.audio import mrstft_distance, si_sdr
 from presto_core.autoencoder import AudioVAE, VAEConfig
 from train.discriminators import Discriminator, DiscriminatorConfig
-from train.pitch import chroma_correlation
-from train.vae_pca import fit_spectral_pca
 from train.loop import ConfigError, LoopConfig, Run, load_config, parse_args, run_main, to_dict
+from train.pitch import chroma_correlation
 from train.vae_losses import (
-    MultiResolutionSTFTLoss,
     LatentSpectrumLoss,
+    MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
     feature_matching_loss,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
 )
+from train.vae_pca import fit_spectral_pca
 
 EVAL_LOG = "eval.jsonl"
 
