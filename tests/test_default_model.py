@@ -52,3 +52,22 @@ def test_default_variant_generates_music_shaped_audio(pipe):
     assert res.clips[0].clap_score is not None and np.isfinite(res.clips[0].clap_score)
     again = pipe.generate(prompt="upbeat disco groove with funky bass", bpm=120, duration=3, seed=0)
     np.testing.assert_array_equal(again.clips[0].audio, audio)  # a seed reproduces a clip
+
+
+def test_default_vae_keeps_the_notes_of_a_melody(pipe):
+    # The first embedded VAE rendered rhythm but no pitch: its reconstruction of this melody had
+    # chroma correlation -0.002 with the input. The PCA spectral path (train/vae_pca.py) keeps notes.
+    import torch
+
+    from train.pitch import chroma_correlation
+
+    sr = pipe.vae.cfg.sample_rate
+    rng = np.random.default_rng(0)
+    t = np.arange(int(0.25 * sr)) / sr
+    notes = [sum(0.2 / k * np.sin(2 * np.pi * k * 440.0 * 2 ** ((m - 69) / 12) * t) for k in (1, 2, 3)) * np.exp(-3 * t)
+             for m in rng.integers(55, 80, 16)]
+    x = np.concatenate(notes).astype(np.float32)
+    x = x / np.sqrt(np.mean(x ** 2)) * 0.1  # -20 dBFS, as in training
+    with torch.no_grad():
+        y = pipe.vae.decode(pipe.vae.encode(torch.from_numpy(x)[None, None].to(pipe.device))[0])
+    assert chroma_correlation(y[0, 0, : len(x)].float().cpu().numpy(), x, sr) > 0.6
