@@ -116,19 +116,17 @@ def pair_metrics(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: i
 
 def vae_section(vae, items: list[dict], seconds: float) -> dict:
     """Posterior-mean reconstruction metrics of one crop per held-out item, with two references."""
-    from train.vae import evaluate
-
     sr, hop = vae.cfg.sample_rate, vae.cfg.hop
     n = int(round(seconds * sr)) // hop * hop
     if n < hop:
         raise PrestoError(f"--vae-seconds {seconds} is shorter than one latent frame ({hop / sr:.3f} s)")
     clips = torch.stack([torch.from_numpy(load_crop(it["path"], sr, seconds)[:n]) for it in items])[:, None]
-    with torch.no_grad():
-        recons = torch.cat([vae.decode(vae.encode(clips[i: i + 1])[0])[..., :n].float().cpu()
-                            for i in range(len(items))])
-    pieces = [{"path": it["path"], **evaluate(vae, clips[i: i + 1]),
-               "chroma": chroma_correlation(recons[i, 0].numpy(), clips[i, 0].numpy(), sr)}
-              for i, it in enumerate(items)]
+    device = next(vae.parameters()).device
+    with torch.no_grad():  # one encode/decode per piece, shared by the metrics and the pitch section
+        means = [vae.encode(clips[i: i + 1].to(device))[0].float() for i in range(len(items))]
+        recons = torch.cat([vae.decode(m)[..., :n].float().cpu() for m in means])
+    pieces = [{"path": it["path"], **pair_metrics(recons[i: i + 1], clips[i: i + 1], sr),
+               "latent_std": float(means[i].std())} for i, it in enumerate(items)]
     rows = [{"name": "VAE (posterior mean)",
              **{k: statistics.fmean(p[k] for p in pieces) for k in ("mrstft", "si_sdr", "chroma")}},
             {"name": f"reference: input low-passed at {LOWPASS_HZ / 1000:g} kHz",
