@@ -58,8 +58,8 @@ def reference(setup):
     nets, snaps = {}, []
     build, end_step = presto_s.build_networks, Run.end_step
 
-    def spy_build(cfg, generator_init=None):
-        gen, psi, real, gcfg = build(cfg, generator_init)
+    def spy_build(cfg, generator_init=None, stage="presto_s"):
+        gen, psi, real, gcfg = build(cfg, generator_init, stage)
         nets.update(gen=gen, fake=psi.score, head=psi.head, real=real)
         snaps.append({k: _flat(v) for k, v in nets.items()})
         return gen, psi, real, gcfg
@@ -278,6 +278,26 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(setup):
     assert not (out / "model").exists()
 
 
+def test_missing_or_wrong_component_folders_are_config_errors(setup, capsys):
+    """One loader for every stage's DiT paths: a missing folder or a non-DiT component exits 2 with
+    one line naming the config key, before any training."""
+    from train import presto_l, presto_ls
+
+    root, argv = setup
+    missing = root / "no-such-model"
+    assert presto_s.main(argv + ["--out", str(root / "e1"), "--set", f"presto_s.base_model={missing}"]) == 2
+    assert f"presto_s.base_model={missing} is not a component folder" in capsys.readouterr().err
+    assert presto_s.main(argv + ["--out", str(root / "e2"), "--set", f"presto_s.base_model={root / 'vae'}"]) == 2
+    assert "is not a DiT component" in capsys.readouterr().err
+    l_argv = [a.replace("presto_s.", "presto_l.") for a in argv]
+    assert presto_l.main(l_argv + ["--out", str(root / "e3"), "--set", f"presto_l.base_model={missing}"]) == 2
+    assert "presto_l.base_model=" in capsys.readouterr().err
+    ls_argv = [a.replace("presto_s.", "presto_ls.") for a in argv]
+    assert presto_ls.main(ls_argv + ["--out", str(root / "e4"), "--set", f"presto_ls.generator_model={missing}"]) == 2
+    assert "presto_ls.generator_model=" in capsys.readouterr().err
+    assert not any((root / f"e{i}" / "checkpoints").exists() for i in range(1, 5))
+
+
 # ---------------------------------------------------------------------------------------------
 # Presto-LS
 
@@ -302,8 +322,8 @@ def test_presto_ls_generator_drops_layers_and_scores_stay_base(setup):
     seen, drops = {}, []
     build, kwargs = presto_s.build_networks, presto_ls.generator_kwargs
 
-    def spy_build(cfg, generator_init=None):
-        nets = build(cfg, generator_init)
+    def spy_build(cfg, generator_init=None, stage="presto_s"):
+        nets = build(cfg, generator_init, stage)
         seen.update(gen=nets[0], fake=nets[1].score, real=nets[2])
         return nets
 

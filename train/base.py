@@ -147,14 +147,34 @@ def load_vae(path: str, device="cpu"):
     return vae, ckpt.sha256_file(folder / ckpt.WEIGHTS)
 
 
-def load_init(path: str, model_cfg: DiTConfig) -> DiT:
-    """The DiT component at ``path`` (``base.init``), checked against the configured architecture."""
+def load_dit(path: str, key: str, device="cpu") -> tuple[DiT, dict]:
+    """The DiT component at ``path`` and its meta (EDM config, step, stage); ``key`` names the config
+    field that gave the path, so a missing or wrong folder is one ConfigError (exit 2) naming it."""
     folder = Path(path)
     if not (folder / ckpt.CONFIG).is_file():
-        raise ConfigError(f"base.init={path} is not a component folder (no {ckpt.CONFIG})")
-    dit, _ = ckpt.load_component(folder)
+        raise ConfigError(f"{key}={path} is not a component folder (no {ckpt.CONFIG}): train and export "
+                          f"that stage first or set {key} to a DiT component folder")
+    dit, meta = ckpt.load_component(folder, device=device)
     if not isinstance(dit, DiT):
-        raise ConfigError(f"base.init={path} is not a DiT component")
+        raise ConfigError(f"{key}={path} is not a DiT component")
+    return dit, meta
+
+
+def dit_config(path: str, key: str) -> dict:
+    """The DiT config dict of the component at ``path`` without loading its weights (see load_dit)."""
+    folder = Path(path)
+    if not (folder / ckpt.CONFIG).is_file():
+        raise ConfigError(f"{key}={path} is not a component folder (no {ckpt.CONFIG}): train and export "
+                          f"that stage first or set {key} to a DiT component folder")
+    data = ckpt.read_component_config(folder)
+    if data["kind"] != "dit":
+        raise ConfigError(f"{key}={path} is a {data['kind']!r} component, not a DiT")
+    return data["config"]
+
+
+def load_init(path: str, model_cfg: DiTConfig) -> DiT:
+    """The DiT component at ``path`` (``base.init``), checked against the configured architecture."""
+    dit, _ = load_dit(path, "base.init")
     if dit.cfg != model_cfg:
         diff = sorted(k for k, v in dit.cfg.__dict__.items() if getattr(model_cfg, k) != v)
         raise ConfigError(f"base.init={path} differs from base.model in {diff}")

@@ -32,7 +32,7 @@ from presto_core import checkpoint as ckpt
 from presto_core.budget import D3, DropSchedule, check_schedule
 from presto_core.dit import DiT, DiTConfig
 from presto_core.edm import EDMConfig, Precond, loss_weight, sample_sigmas
-from train.base import HeldoutLoss, TextCache, latent_caches
+from train.base import HeldoutLoss, TextCache, latent_caches, load_dit
 from train.loop import LoopConfig, Run, load_config, parse_args, run_main, to_dict
 
 METHODS = ("presto_l", "ase")
@@ -149,18 +149,6 @@ def dropping_denoiser(model, schedule):
     return denoise
 
 
-def load_base(path: str, device="cpu") -> tuple[DiT, dict]:
-    """The trained base DiT component and its meta (holds the EDM config it was trained with)."""
-    folder = Path(path)
-    if not (folder / ckpt.CONFIG).is_file():
-        raise FileNotFoundError(f"no base DiT component at {folder}: train it first (python -m train.base ...) "
-                                f"or set presto_l.base_model to a component folder")
-    dit, meta = ckpt.load_component(folder, device=device)
-    if not isinstance(dit, DiT):
-        raise ValueError(f"{folder} is not a DiT component")
-    return dit, meta
-
-
 # ---------------------------------------------------------------------------------------------
 # Export
 
@@ -204,7 +192,7 @@ def train(argv: list[str] | None = None) -> Path:
     # Dropped blocks (and the null condition in steps without dropout) get no gradient.
     run = Run("presto_l", cfg.loop, args, config_name=name, find_unused_parameters=True,
               config_record={"config": to_dict(cfg), "data": to_dict(data), "config_file": str(args.config)})
-    base, meta = load_base(cfg.base_model)
+    base, meta = load_dit(cfg.base_model, "presto_l.base_model")
     base_sd = meta.get("edm", {}).get("sigma_data", cfg.edm.sigma_data)
     if base_sd != cfg.edm.sigma_data:
         raise ValueError(f"presto_l.edm.sigma_data={cfg.edm.sigma_data} but the base model was trained with {base_sd}")

@@ -41,18 +41,12 @@ class PrestoLSStageConfig(PrestoSStageConfig):
             raise ConfigError(f"presto_ls.schedule: {e}") from None
 
 
-def _dit_config(folder: str) -> dict:
-    if not (Path(folder) / ckpt.CONFIG).is_file():
-        raise FileNotFoundError(f"no DiT component at {folder}: train/export it first or set the path in the config")
-    data = ckpt.read_component_config(folder)
-    if data["kind"] != "dit":
-        raise ConfigError(f"{folder} is a {data['kind']!r} component, not a DiT")
-    return data["config"]
-
-
 def generator_init(cfg: PrestoLSStageConfig) -> str:
     """Check that ``generator_model`` is a budget-conditioned DiT shaped like the base; return it."""
-    gen, base = (_dit_config(p) for p in (cfg.generator_model, cfg.base_model))
+    from train.base import dit_config
+
+    gen = dit_config(cfg.generator_model, "presto_ls.generator_model")
+    base = dit_config(cfg.base_model, "presto_ls.base_model")
     if not gen.get("budget_conditioning") or gen.get("drop_mode", "shifted") != "shifted":
         raise ConfigError(f"presto_ls.generator_model {cfg.generator_model} is not a Presto-L model "
                           f"(budget_conditioning={gen.get('budget_conditioning')}, drop_mode={gen.get('drop_mode')})")

@@ -259,24 +259,17 @@ class TurnMeter:
 # The stage
 
 
-def load_dit(path: str, device="cpu") -> tuple[DiT, dict]:
-    folder = Path(path)
-    if not (folder / ckpt.CONFIG).is_file():
-        raise FileNotFoundError(f"no DiT component at {folder}: train/export it first or set the path in the config")
-    dit, meta = ckpt.load_component(folder, device=device)
-    if not isinstance(dit, DiT):
-        raise ConfigError(f"{folder} is not a DiT component")
-    return dit, meta
-
-
-def build_networks(cfg: PrestoSStageConfig, generator_init: str | None = None):
+def build_networks(cfg: PrestoSStageConfig, generator_init: str | None = None, stage: str = "presto_s"):
     """-> (generator Precond, psi FakeScoreWithHead, real Precond frozen, generator DiTConfig).
-    The generator starts from ``generator_init`` (default: the base model); real and fake from the base."""
-    base, meta = load_dit(cfg.base_model)
+    The generator starts from ``generator_init`` (default: the base model); real and fake from the base.
+    ``stage`` is the config section, named in errors."""
+    from train.base import load_dit
+
+    base, meta = load_dit(cfg.base_model, f"{stage}.base_model")
     sd = cfg.edm.sigma_data
     if "edm" in meta and abs(float(meta["edm"].get("sigma_data", sd)) - sd) > 1e-9:
         raise ConfigError(f"edm.sigma_data={sd} differs from the base model's {meta['edm']['sigma_data']}")
-    gen_dit = load_dit(generator_init)[0] if generator_init else DiT(base.cfg)
+    gen_dit = load_dit(generator_init, f"{stage}.generator_model")[0] if generator_init else DiT(base.cfg)
     if not generator_init:
         gen_dit.load_state_dict(base.state_dict())
     fake = DiT(base.cfg)
@@ -331,7 +324,7 @@ def train_stage(argv, stage: str, cfg_cls, *, generator_init: Callable | None = 
     dataset = LatentDataset(caches[data.train_split], frames=frames, seed=cfg.loop.seed)
 
     torch.manual_seed(cfg.loop.seed)
-    gen, psi, real, gen_cfg = build_networks(cfg, generator_init(cfg) if generator_init else None)
+    gen, psi, real, gen_cfg = build_networks(cfg, generator_init(cfg) if generator_init else None, stage)
     if encoder.dim != gen_cfg.text_dim:
         raise ConfigError(f"the DiT expects {gen_cfg.text_dim}-d text tokens but the text encoder gives {encoder.dim}")
     real = real.to(run.device)
