@@ -188,6 +188,18 @@ def _heldout(folder, n=3, sr=16000):
     return folder
 
 
+def test_paper_steps_are_table_2_budgets():
+    from types import SimpleNamespace
+
+    from train.eval import paper_steps
+
+    base = SimpleNamespace(name="base", sampler="dpmpp_2s", steps=16)
+    gen = SimpleNamespace(name="presto-ls", sampler="pingpong", steps=8)
+    other = SimpleNamespace(name="x", sampler="heun", steps=12)
+    assert (paper_steps(base), paper_steps(gen), paper_steps(other)) == (40, 4, 12)  # 40 2S steps = 80 NFE
+    assert paper_steps(base, {"base": 16}) == 16 and paper_steps(gen, {"base": 16}) == 4
+
+
 def test_eval_command_end_to_end(tmp_path):
     from tests.factory import make_model_folder
     from train.eval import main
@@ -197,7 +209,7 @@ def test_eval_command_end_to_end(tmp_path):
     out = tmp_path / "res" / "results.md"
     rc = main(["--model", str(model), "--heldout", str(corpus), "--num", "2", "--duration", "1",
                "--batch-sizes", "1,max", "--max-batch", "2", "--repeats", "1", "--device", "cpu",
-               "--precision", "fp32", "--random-weights", "--out", str(out)])
+               "--precision", "fp32", "--random-weights", "--steps", "base=3", "--out", str(out)])
     assert rc == 0
     md = out.read_text()
     rep = json.loads(out.with_suffix(".json").read_text())
@@ -207,7 +219,7 @@ def test_eval_command_end_to_end(tmp_path):
         assert header in md
     q = rep["quality"]
     assert [(r["variant"], r["reject_ratio"]) for r in q] == [("base", 0.0), ("presto-ls", 0.0), ("presto-ls", 0.5)]
-    assert [r["steps"] for r in q] == [4, 4, 4]  # base default (micro folder: 4); ping-pong at 4 (paper)
+    assert [r["steps"] for r in q] == [3, 4, 4]  # base from --steps; ping-pong at the paper's 4
     assert rep["n_real"] == 3
     for r in q:
         for c in ("fad", "mmd", "clap", "density", "recall", "coverage"):
