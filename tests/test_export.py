@@ -137,3 +137,34 @@ def test_cli_adds_variants(runs, tmp_path, capsys):
         assert ("storage" in ckpt.read_component_config(tmp_path / "model" / name)) == (name not in ("vae", "clap"))
     _, meta = ckpt.load_component(tmp_path / "model" / "base", index["components"]["base"]["sha256"])
     assert meta["step"] == 7
+
+
+def test_cli_reassembles_a_model_folder_with_one_variant_replaced(merged, runs, tmp_path, capsys):
+    """How a shipped folder is updated after one more distillation run: its own base component
+    (--base), some of its variants (DIR:a,b) and the new run's variant."""
+    src, folders = runs
+    newer = make_model_folder(tmp_path / "newer", variants=("base", "presto-ls"), with_clap=False, seed=3)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "heldout_prompts.json").write_text(json.dumps([{"caption": "a tune", "bpm": 90}]))
+    out = tmp_path / "model"
+    argv = ["--config", str(CONFIGS / "test.json"), "--set", f"data.root={tmp_path / 'data'}",
+            "--base", str(merged / "base"), "--vae", str(merged / "vae"), "--clap", str(merged / "clap"),
+            "--out", str(out), "--default-variant", "presto-ls"]
+    # Without a selection, presto-ls would come from both folders.
+    assert export.main(argv + ["--add-variants", str(merged), str(newer)]) == 2
+    assert "'presto-ls' is in both" in capsys.readouterr().err
+    assert export.main(argv + ["--add-variants", f"{merged}:presto-x", str(newer)]) == 2
+    assert "has no variant 'presto-x'" in capsys.readouterr().err
+    assert export.main(argv + ["--base", str(merged / "vae"), "--add-variants", str(newer)]) == 2
+    assert "is not a DiT component" in capsys.readouterr().err
+    assert not out.exists()
+    assert export.main(argv + ["--add-variants", f"{merged}:presto-l,presto-s", str(newer)]) == 0
+    index = ckpt.read_index(out)
+    assert list(index["variants"]) == ["base", "presto-l", "presto-s", "presto-ls"]
+    for comp, ref in (("base", merged / "base"), ("presto_l", merged / "presto_l"),
+                      ("presto_ls", newer / "presto_ls")):
+        got = ckpt.load_component(out / comp)[0].state_dict()
+        for k, v in ckpt.load_component(ref)[0].state_dict().items():
+            assert torch.equal(got[k], v), (comp, k)
+    assert export.split_variant_source("/a/b:c,d") == ("/a/b", ["c", "d"])
+    assert export.split_variant_source("runs/x/model") == ("runs/x/model", None)

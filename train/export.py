@@ -1,11 +1,11 @@
 """Assemble a Presto model folder (presto_core.checkpoint layout) from trained components.
 
     python -m train.export --config train/configs/<scale>.json --out MODEL_DIR
-        [--run RUN_DIR] [--checkpoint latest|STEP|DIR] [--vae DIR] [--clap DIR] [--fp16] [--int8]
-        [--add-variants MODEL_DIR [MODEL_DIR ...]] [--default-variant NAME] [--set ...]
+        [--run RUN_DIR] [--checkpoint latest|STEP|DIR] [--base DIR] [--vae DIR] [--clap DIR] [--fp16]
+        [--int8] [--add-variants MODEL_DIR[:NAME,...] ...] [--default-variant NAME] [--set ...]
 
 Takes the base run's EMA weights from a checkpoint (default: the latest of RUN_DIR, default
-runs/<config name>/base), the VAE and CLAP component folders named in the config (or given here),
+runs/<config name>/base; or an already exported base component, ``--base DIR``), the VAE and CLAP component folders named in the config (or given here),
 and the held-out prompts of the corpus, and writes::
 
     MODEL_DIR/model_index.json  components (path + sha256), text_encoder, variants, default_variant,
@@ -14,8 +14,8 @@ and the held-out prompts of the corpus, and writes::
     MODEL_DIR/prompts.json      [{"prompt": caption, "bpm": bpm}, ...]
 
 ``--add-variants`` adds the distilled variants (and their DiT components) of other model folders,
-e.g. the RUN_DIR/model folders of the Presto-L, Presto-S and Presto-LS runs; their base variants
-are left out, since this export supplies the base model. ``--fp16``/``--int8`` apply to the added
+e.g. the RUN_DIR/model folders of the Presto-L, Presto-S and Presto-LS runs (``DIR:a,b``: only
+variants a and b); their base variants are left out, since this export supplies the base model. ``--fp16``/``--int8`` apply to the added
 components too. ``--default-variant`` (default "base") picks the variant loaded by default.
 Bad input prints one line and exits with status 2.
 
@@ -93,18 +93,33 @@ def check_default_variant(default: str, names: Iterable[str]) -> None:
         raise ValueError(f"default variant {default!r} is not one of the variants written: {sorted(names)}")
 
 
-def variants_from_model_folder(folder: str | os.PathLike) -> dict[str, tuple[dict, Path]]:
-    """The variants of model folder ``folder`` that do not sample its base model, as
-    :func:`build_model_folder`'s ``extra_variants``: name -> (spec, component folder).
+def split_variant_source(arg: str) -> tuple[str, list[str] | None]:
+    """``"DIR"`` -> (DIR, None); ``"DIR:a,b"`` -> (DIR, ["a", "b"]) (only those variants of DIR)."""
+    head, sep, tail = arg.rpartition(":")
+    if sep and head and tail and "/" not in tail:
+        return head, [n for n in tail.split(",") if n]
+    return arg, None
+
+
+def variants_from_model_folder(folder: str | os.PathLike, names: Iterable[str] | None = None
+                               ) -> dict[str, tuple[dict, Path]]:
+    """The variants of model folder ``folder`` that do not sample its base model (only ``names``,
+    if given), as :func:`build_model_folder`'s ``extra_variants``: name -> (spec, component folder).
 
     Each component is loaded once with the index's SHA-256 (as the pipeline does), so a corrupt
     or incomplete run export fails here rather than being copied; PrestoError otherwise."""
     folder = Path(folder)
     index = ckpt.read_index(folder)
+    if names is not None:
+        names = list(names)
+        unknown = sorted(set(names) - set(index["variants"]))
+        if unknown:
+            raise PrestoError(f"{folder} has no variant {', '.join(map(repr, unknown))}; "
+                              f"it has {sorted(index['variants'])}")
     out = {}
     for name, spec in index["variants"].items():
         component = VariantSpec.from_dict(name, spec).component
-        if component == BASE:
+        if component == BASE or (names is not None and name not in names):
             continue
         entry = index["components"].get(component)
         if not isinstance(entry, dict) or "path" not in entry:
@@ -118,12 +133,15 @@ def variants_from_model_folder(folder: str | os.PathLike) -> dict[str, tuple[dic
 
 
 def variants_from_model_folders(folders: Iterable[str | os.PathLike]) -> dict[str, tuple[dict, Path]]:
-    """:func:`variants_from_model_folder` of each folder, merged; a variant name found in two
-    folders raises PrestoError (which one is meant is ambiguous)."""
+    """:func:`variants_from_model_folder` of each folder (``"DIR:a,b"`` takes only variants a and b
+    of DIR), merged; a variant name found in two folders raises PrestoError (which one is meant is
+    ambiguous)."""
     merged: dict[str, tuple[dict, Path]] = {}
     origin: dict[str, Path] = {}
-    for folder in map(Path, folders):
-        for name, entry in variants_from_model_folder(folder).items():
+    for arg in folders:
+        src, names = split_variant_source(str(arg))
+        folder = Path(src)
+        for name, entry in variants_from_model_folder(folder, names).items():
             if name in merged:
                 raise PrestoError(f"variant {name!r} is in both {origin[name]} and {folder}; "
                                   "add it from one folder only")
@@ -212,12 +230,18 @@ def _export(a) -> tuple[Path, Path]:
     # Checked before the base export so a typo costs no time.
     extra = variants_from_model_folders(a.add_variants)
     check_default_variant(a.default_variant, ["base", *extra])
-    run_dir = Path(a.run) if a.run else default_run_dir(name, "base")
-    ck = CheckpointManager(run_dir / "checkpoints").resolve(a.checkpoint)
-    if ck is None:
-        raise FileNotFoundError(f"{run_dir} has no checkpoint to export")
     with tempfile.TemporaryDirectory() as tmp:
-        comp = export_base_checkpoint(ck, cfg, Path(tmp) / "base")
+        if a.base:
+            from train.base import load_dit
+
+            load_dit(a.base, "--base")  # a DiT component, checked before anything is written
+            ck = comp = Path(a.base)
+        else:
+            run_dir = Path(a.run) if a.run else default_run_dir(name, "base")
+            ck = CheckpointManager(run_dir / "checkpoints").resolve(a.checkpoint)
+            if ck is None:
+                raise FileNotFoundError(f"{run_dir} has no checkpoint to export")
+            comp = export_base_checkpoint(ck, cfg, Path(tmp) / "base")
         return ck, build_model_folder(
             a.out, vae=a.vae or cfg.vae, base=comp, clap=a.clap or cfg.clap or None, text_encoder=cfg.text_encoder,
             prompts=heldout_prompts(data, cfg.num_prompts), fp16=a.fp16 or cfg.export_fp16,
@@ -236,14 +260,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="model folder to write")
     ap.add_argument("--run", default=None, help="base run folder (default runs/<config name>/base)")
     ap.add_argument("--checkpoint", default="latest", help="'latest', a step number or a checkpoint folder")
+    ap.add_argument("--base", default=None, metavar="DIR",
+                    help="an exported base DiT component folder to use instead of a base run's checkpoint "
+                         "(e.g. another model folder's base/)")
     ap.add_argument("--vae", default=None, help="VAE component folder (default: base.vae of the config)")
     ap.add_argument("--clap", default=None, help="CLAP component folder (default: base.clap of the config)")
     ap.add_argument("--fp16", action="store_true", help="store weights in float16 (smaller embedded assets)")
     ap.add_argument("--int8", action="store_true",
                     help="store the diffusion transformers' large weight matrices as int8 with per-channel scales "
                          "(other floats float16); dequantized to float32 at load")
-    ap.add_argument("--add-variants", nargs="+", default=[], metavar="MODEL_DIR",
-                    help="model folders (e.g. runs/<name>/presto_l/model) whose non-base variants are added")
+    ap.add_argument("--add-variants", nargs="+", default=[], metavar="MODEL_DIR[:NAME,...]",
+                    help="model folders (e.g. runs/<name>/presto_l/model) whose non-base variants are added; "
+                         "DIR:a,b adds only variants a and b of DIR")
     ap.add_argument("--default-variant", default="base", metavar="NAME", help="variant loaded by default")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args(argv)
