@@ -13,7 +13,7 @@ import torch
 from presto_core import checkpoint as ckpt
 from presto_core.autoencoder import AudioVAE, VAEConfig
 from presto_core.dit import DiT, DiTConfig
-from presto_core.edm import EDMConfig, inference_quantile, karras_sigmas, sample_sigmas
+from presto_core.edm import EDMConfig, Precond, inference_quantile, karras_sigmas, sample_sigmas
 from tests.factory import perturb
 from tests.test_train_loop import CONFIGS, logged_values, make_corpus
 from train import presto_s
@@ -253,6 +253,37 @@ def test_export_loads_and_generates_with_pingpong(reference):
                            num_clips=1, variant="presto-s")
     audio = result.clips[0].audio
     assert audio.shape == (16000,) and bool(torch.isfinite(torch.as_tensor(audio)).all())
+
+
+def test_generator_model_continues_an_earlier_export(setup, reference):
+    """presto_s.generator_model starts phi from an earlier Presto-S export (real and fake scores
+    still from the base); a DiT of another architecture is refused before training."""
+    root, argv = setup
+    run_dir, _ = reference
+    earlier = run_dir / "export" / "presto_s"
+    seen = {}
+    build = presto_s.build_networks
+
+    def spy_build(cfg, generator_init=None, stage="presto_s"):
+        nets = build(cfg, generator_init, stage)
+        seen.update(gen=_flat(nets[0]), fake=_flat(nets[1].score), real=_flat(nets[2]))
+        return nets
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(presto_s, "build_networks", spy_build)
+    try:
+        assert presto_s.main(argv + ["--out", str(root / "cont"), "--max-steps", "1",
+                                     "--set", f"presto_s.generator_model={earlier}"]) == 0
+    finally:
+        mp.undo()
+    assert torch.equal(seen["gen"], _flat(Precond(ckpt.load_component(earlier)[0], 0.5)))
+    assert torch.equal(seen["fake"], seen["real"]) and not torch.equal(seen["gen"], seen["real"])
+    raw = json.loads(CONFIG.read_text())
+    other = DiTConfig(**{**raw["base"]["model"], "depth": raw["base"]["model"]["depth"] + 1})
+    ckpt.save_component(root / "deeper", DiT(other), other)
+    assert presto_s.main(argv + ["--out", str(root / "cont2"), "--max-steps", "1",
+                                 "--set", f"presto_s.generator_model={root / 'deeper'}"]) == 2
+    assert not (root / "cont2" / "checkpoints").exists()
 
 
 def test_config_sections_parse():

@@ -5,7 +5,7 @@ few-step generator with distribution matching (DMD2-style) plus a least-squares 
         [--out RUN_DIR] [--resume latest] [--max-steps N] [--set presto_s.loop.lr=5e-7] [--cpu]
 
 Networks: the generator G_phi = Precond(DiT) initialised from the base component
-(``presto_s.base_model``); the frozen real score model mu_real (the base model, guided with CFG
+(``presto_s.base_model``; ``presto_s.generator_model`` continues from an earlier Presto-S export); the frozen real score model mu_real (the base model, guided with CFG
 w = ``guidance``, 4.5); psi = the fake score model mu_psi (initialised from the base model) plus the
 discriminator head D_psi (train/gan_head.py) on mu_psi's middle-block activations. Two Adam
 optimizers: g1 for phi (``loop.lr``), g2 for psi (``fake_lr``, default ``loop.lr``).
@@ -58,6 +58,7 @@ class PrestoSStageConfig:
 
     loop: LoopConfig = field(default_factory=LoopConfig)
     base_model: str = "runs/tiny/base/export/base"  # trained base DiT component (real + fake score init)
+    generator_model: str = ""  # generator's start: "" = the base model; or an earlier Presto-S export
     edm: EDMConfig = field(default_factory=EDMConfig)
     head: GanHeadConfig = field(default_factory=GanHeadConfig)
     fake_lr: float = 0.0  # lr of g2 (fake score + head); 0 -> loop.lr
@@ -379,9 +380,24 @@ def train_stage(argv, stage: str, cfg_cls, *, generator_init: Callable | None = 
     return run.out_dir
 
 
+def generator_init(cfg: PrestoSStageConfig) -> str | None:
+    """``generator_model`` (continuing an earlier distillation) if set, checked to have the base
+    model's architecture; None starts the generator from the base model (Algorithm 1)."""
+    if not cfg.generator_model:
+        return None
+    from train.base import dit_config
+
+    gen = dit_config(cfg.generator_model, "presto_s.generator_model")
+    base = dit_config(cfg.base_model, "presto_s.base_model")
+    if gen != base:
+        diff = sorted(k for k in set(gen) | set(base) if gen.get(k) != base.get(k))
+        raise ConfigError(f"presto_s.generator_model {cfg.generator_model} differs from the base model in {diff}")
+    return cfg.generator_model
+
+
 def train(argv: list[str] | None = None) -> Path:
     """Entry point (see module doc). Returns the run folder."""
-    return train_stage(argv, "presto_s", PrestoSStageConfig)
+    return train_stage(argv, "presto_s", PrestoSStageConfig, generator_init=generator_init)
 
 
 def main(argv: list[str] | None = None) -> int:
