@@ -1,9 +1,15 @@
-"""Latency benchmark: ``python -m presto_core.bench [--repeats 5] [--seconds 32]``.
+"""Latency benchmark: ``python -m presto_core.bench [--repeats 5] [--seconds 32] [--size tiny|paper]
+[--device cuda] [--compile]``.
 
-Prints a table of median forward latency (and the ratio against fp32) for the CPU-sized DiT
-at the token count of ``--seconds`` of audio, with and without layer dropping, and for the
-VAE decoder on the same audio, in fp32 and bf16 autocast. Random weights: latency does not
-depend on the values.
+Prints a table of median latency (and the ratio against fp32) at the token count of ``--seconds``
+of audio for: one DiT forward, with and without layer dropping; the VAE decoder; and the whole
+Presto-LS mono path the paper times (appendix A.6: 4 ping-pong generator calls over the Karras(rho=7)
+schedule, each with the reduced Presto-LS drop schedule's budget for its sigma, then decoding), in
+fp32 and bf16 autocast. ``--size tiny`` is the embedded default's architecture (CPU-sized),
+``--size paper`` DiT-XL (28 blocks, 1152 wide) with the paper-scale VAE, for the issue's GPU
+comparison against the paper's 230 ms on an A100 (flash-attn is used when installed, else SDPA;
+``--compile`` wraps the DiT and the decoder in torch.compile, whose first call is not timed).
+Random weights: latency does not depend on the values.
 """
 
 from __future__ import annotations
@@ -28,29 +34,48 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def run(repeats: int = 5, seconds: float = 32.0, device: str = "cpu", text_tokens: int = 32) -> list[dict]:
-    """Measure and return rows: name, precision, tokens, median seconds, ratio vs fp32."""
+def run(repeats: int = 5, seconds: float = 32.0, device: str = "cpu", text_tokens: int = 32,
+        size: str = "tiny", compile: bool = False, steps: int = 4) -> list[dict]:
+    """Measure and return rows: name, precision, frames, median seconds, ratio vs fp32."""
     from presto_core.autoencoder import AudioVAE, VAEConfig
+    from presto_core.budget import PRESTO_LS, DropSchedule
     from presto_core.dit import DiT, DiTConfig
-    from presto_core.edm import Precond
+    from presto_core.edm import EDMConfig, Precond, karras_sigmas
+    from presto_core.samplers import sample_pingpong
 
+    if size not in ("tiny", "paper"):
+        raise ValueError(f"size must be 'tiny' or 'paper', got {size!r}")
     dev = torch.device(device)
-    vcfg = VAEConfig.tiny()
+    vcfg = VAEConfig.tiny() if size == "tiny" else VAEConfig.paper()
     frames = int(round(seconds * vcfg.sample_rate / vcfg.hop))
     gen = torch.Generator().manual_seed(0)
-    dit_cfg = DiTConfig.tiny(latent_channels=vcfg.latent_channels)
+    dit_cfg = getattr(DiTConfig, size)(latent_channels=vcfg.latent_channels, budget_conditioning=True)
     dit = Precond(DiT(dit_cfg)).to(dev).eval()
     vae = AudioVAE(vcfg).to(dev).eval()
+    decode = vae.decode
+    if compile:
+        dit, decode = torch.compile(dit), torch.compile(vae.decode)
+    edm = EDMConfig()
+    schedule = DropSchedule.scaled(PRESTO_LS, dit_cfg.depth, edm)
+    sigmas = karras_sigmas(steps, edm.sigma_min, edm.sigma_max, edm.rho).to(dev)
     x = torch.randn(1, vcfg.latent_channels, frames, generator=gen).to(dev)
     text = torch.randn(1, text_tokens, dit_cfg.text_dim, generator=gen).to(dev)
     mask = torch.ones(1, text_tokens, dtype=torch.bool, device=dev)
     bpm = torch.tensor([120.0], device=dev)
     depth = dit_cfg.depth
+
+    def presto_ls():
+        def denoise(z, sigma):
+            s = torch.as_tensor(sigma, dtype=torch.float32, device=dev).expand(z.shape[0])
+            return dit(z, s, text=text, text_mask=mask, bpm=bpm, layers_dropped=schedule(s))
+        return decode(sample_pingpong(denoise, x * sigmas[0], sigmas, torch.Generator(dev).manual_seed(0)))
+
     cases = {
-        f"DiT tiny forward ({depth} blocks)": lambda: dit(x, 1.0, text=text, text_mask=mask, bpm=bpm),
-        f"DiT tiny forward ({depth // 2} dropped)": lambda: dit(x, 1.0, text=text, text_mask=mask, bpm=bpm,
-                                                                 layers_dropped=depth // 2),
-        "VAE decoder": lambda: vae.decode(x),
+        f"DiT {size} forward ({depth} blocks)": lambda: dit(x, 1.0, text=text, text_mask=mask, bpm=bpm),
+        f"DiT {size} forward ({depth // 2} dropped)": lambda: dit(x, 1.0, text=text, text_mask=mask, bpm=bpm,
+                                                                   layers_dropped=depth // 2),
+        "VAE decoder": lambda: decode(x),
+        f"Presto-LS {steps} steps + decode": presto_ls,
     }
     rows = []
     with torch.no_grad():
@@ -78,12 +103,20 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=32.0, help="audio length the latents stand for")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--size", default="tiny", choices=("tiny", "paper"),
+                   help="tiny: the embedded default's architecture; paper: DiT-XL + paper-scale VAE")
+    p.add_argument("--compile", action="store_true", help="torch.compile the DiT and the decoder")
+    p.add_argument("--steps", type=int, default=4, help="ping-pong steps of the Presto-LS row")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = run(args.repeats, args.seconds, args.device)
-    dev = args.device if args.device != "cpu" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device: {dev}; torch {torch.__version__}; median of {args.repeats}; audio {args.seconds:g} s")
+    rows = run(args.repeats, args.seconds, args.device, size=args.size, compile=args.compile, steps=args.steps)
+    if args.device.startswith("cuda"):
+        dev = f"{args.device} ({torch.cuda.get_device_name(torch.device(args.device))})"
+    else:
+        dev = f"cpu ({torch.get_num_threads()} threads)"
+    print(f"device: {dev}; torch {torch.__version__}; size {args.size}; compile {args.compile}; "
+          f"median of {args.repeats}; audio {args.seconds:g} s")
     print(f"{'component':36s} {'precision':9s} {'frames':>6s} {'median ms':>10s} {'speed-up vs fp32':>17s}")
     for r in rows:
         print(f"{r['name']:36s} {r['precision']:9s} {r['frames']:6d} {1000 * r['seconds']:10.1f} {r['vs_fp32']:16.2f}x")
