@@ -22,8 +22,9 @@ from presto_core.budget import D3, DropSchedule
 from presto_core.errors import PrestoError
 from presto_core.request import LIMITS, GenerationRequest
 
-LABELS = {"base": "Base (teacher)", "presto-l": "Presto-L", "presto-s": "Presto-S", "presto-ls": "Presto-LS"}
-ORDER = ("presto-ls", "presto-s", "presto-l", "base")
+LABELS = {"base": "Base (teacher)", "presto-l": "Presto-L", "presto-s": "Presto-S", "presto-ls": "Presto-LS",
+          "ase": "Base + ASE (baseline)"}
+ORDER = ("presto-ls", "presto-s", "presto-l", "base", "ase")
 # Speed/quality dial: (steps as a multiple of the variant's default, drop counts at the 28-layer scale;
 # None = the variant's own schedule). Only variants with budget conditioning use the counts.
 QUALITY = {
