@@ -272,12 +272,20 @@ def test_generator_model_continues_an_earlier_export(setup, reference):
     mp = pytest.MonkeyPatch()
     mp.setattr(presto_s, "build_networks", spy_build)
     try:
-        assert presto_s.main(argv + ["--out", str(root / "cont"), "--max-steps", "1",
-                                     "--set", f"presto_s.generator_model={earlier}"]) == 0
+        assert presto_s.main(argv + ["--out", str(root / "cont"), "--max-steps", "7",
+                                     "--set", f"presto_s.generator_model={earlier}",
+                                     "--set", "presto_s.fake_warmup_steps=2"]) == 0
     finally:
         mp.undo()
-    assert torch.equal(seen["gen"], _flat(Precond(ckpt.load_component(earlier)[0], 0.5)))
+    start = ckpt.load_component(earlier)[0]
+    assert torch.equal(seen["gen"], _flat(Precond(start, 0.5)))
     assert torch.equal(seen["fake"], seen["real"]) and not torch.equal(seen["gen"], seen["real"])
+    # 2 fake-only warm-up iterations, then 5 fake turns: no generator turn in 7 iterations, so the
+    # exported generator is still exactly the one it continued from.
+    turns = [m["generator_turn"] for m in read_metrics(root / "cont") if "generator_turn" in m]
+    assert turns == [0.0] * 7
+    assert torch.equal(_flat(ckpt.load_component(root / "cont" / "export" / "presto_s")[0]), _flat(start))
+    assert [presto_s.is_generator_turn(i, 5, 2) for i in range(14)] == [i == 7 or i == 13 for i in range(14)]
     raw = json.loads(CONFIG.read_text())
     other = DiTConfig(**{**raw["base"]["model"], "depth": raw["base"]["model"]["depth"] + 1})
     ckpt.save_component(root / "deeper", DiT(other), other)

@@ -13,7 +13,8 @@ optimizers: g1 for phi (``loop.lr``), g2 for psi (``fake_lr``, default ``loop.lr
 Every iteration draws a batch of real latents x_real, sigma ~ p_gen and x_gen = G(x_real + sigma eps,
 sigma). Iterations alternate as ``fake_updates_per_gen`` fake turns then one generator turn
 (DESIGN: 5 fake-score/discriminator updates per generator update; step k, 0-based, is a generator
-turn when (k + 1) % (fake_updates_per_gen + 1) == 0). A generator turn:
+turn when (k + 1) % (fake_updates_per_gen + 1) == 0; ``fake_warmup_steps`` fake-only iterations
+first, for a generator continued from an earlier export). A generator turn:
 L = L_DMD + nu_gen * ||1 - D(x_gen + sigma eps)||^2 with sigma ~ p_DMD / p_GAN; L_DMD is the DMD2
 surrogate 0.5 ||x_gen - sg(x_gen - grad)||^2, grad = (mu_fake - mu_real^w)(x_gen + sigma eps) divided
 per sample by mean |x_gen - mu_real^w|; only phi is updated. Every other iteration is a fake turn:
@@ -63,6 +64,11 @@ class PrestoSStageConfig:
     head: GanHeadConfig = field(default_factory=GanHeadConfig)
     fake_lr: float = 0.0  # lr of g2 (fake score + head); 0 -> loop.lr
     fake_updates_per_gen: int = 5  # fake-score/discriminator turns per generator turn (Alg. 1 alternates)
+    # Fake-only iterations before the first generator turn. 0 when the generator starts from the base
+    # model (the fake score = the base is then exact); when it continues from a distilled generator
+    # (generator_model), the fake score must first learn that generator's distribution, or the first
+    # DMD gradients point the wrong way.
+    fake_warmup_steps: int = 0
     guidance: float = 4.5  # CFG weight w of the real score model (the DMD teacher)
     nu_gen: float = 0.01  # nu_1: GAN weight in the generator loss
     nu_disc: float = 0.005  # nu_2: GAN weight in the fake-score/discriminator loss
@@ -93,6 +99,8 @@ class PrestoSStageConfig:
                 raise ConfigError(f"presto_s.p_{role} must be one of {NOISE_KINDS}, got {getattr(self, f'p_{role}')!r}")
         if self.fake_updates_per_gen < 1:
             raise ConfigError(f"presto_s.fake_updates_per_gen must be >= 1, got {self.fake_updates_per_gen}")
+        if self.fake_warmup_steps < 0:
+            raise ConfigError(f"presto_s.fake_warmup_steps must be >= 0, got {self.fake_warmup_steps}")
         if self.discrete_steps < 1 or self.sampler_steps < 1 or not self.crop_seconds > 0:
             raise ConfigError("presto_s: discrete_steps and sampler_steps must be >= 1 and crop_seconds > 0")
         if min(self.nu_gen, self.nu_disc, self.guidance, self.fake_lr) < 0:
@@ -103,9 +111,11 @@ class PrestoSStageConfig:
 # Pieces of Algorithm 1 (pure functions of the networks and a generator: reused by Presto-LS)
 
 
-def is_generator_turn(step: int, fake_updates_per_gen: int) -> bool:
-    """Iteration ``step`` (0-based) is a generator turn after every ``fake_updates_per_gen`` fake turns."""
-    return (step + 1) % (fake_updates_per_gen + 1) == 0
+def is_generator_turn(step: int, fake_updates_per_gen: int, fake_warmup_steps: int = 0) -> bool:
+    """Iteration ``step`` (0-based) is a generator turn after every ``fake_updates_per_gen`` fake turns,
+    counted from the end of the ``fake_warmup_steps`` fake-only iterations."""
+    k = step - fake_warmup_steps
+    return k >= 0 and (k + 1) % (fake_updates_per_gen + 1) == 0
 
 
 def draw_sigmas(cfg: PrestoSStageConfig, role: str, n: int, generator=None, device=None) -> torch.Tensor:
@@ -348,7 +358,7 @@ def train_stage(argv, stage: str, cfg_cls, *, generator_init: Callable | None = 
         g = run.generator()
         emb, mask = text.batch(batch["caption"], run.device)
         cond = dict(text=emb, text_mask=mask, bpm=batch["bpm"], uncond=False)
-        gen_turn = is_generator_turn(run.step, cfg.fake_updates_per_gen)
+        gen_turn = is_generator_turn(run.step, cfg.fake_updates_per_gen, cfg.fake_warmup_steps)
         with run.autocast():
             if gen_turn:
                 # psi is frozen (and called outside DDP) so that only phi gets gradients.
