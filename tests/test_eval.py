@@ -229,8 +229,10 @@ def test_eval_command_end_to_end(tmp_path):
     assert [(r["variant"], r["batch"]) for r in speed] == [("base", 1), ("base", 2), ("presto-ls", 1),
                                                            ("presto-ls", 2)]
     for r in speed:
-        for c in ("generation_ms", "decoding_ms", "mono_latency_ms", "rtf", "total_ms", "rtf_e2e", "speedup"):
+        for c in ("generation_ms", "decoding_ms", "mono_latency_ms", "rtf", "total_ms", "rtf_e2e", "speedup",
+                  "speedup_e2e"):
             assert math.isfinite(r[c]) and r[c] > 0, (r["variant"], c)
         assert r["rtf"] == pytest.approx(r["batch"] * 1.0 / (r["mono_latency_ms"] / 1e3))
-    assert speed[0]["speedup"] == pytest.approx(1.0)
+    assert speed[0]["speedup"] == pytest.approx(1.0) and speed[0]["speedup_e2e"] == pytest.approx(1.0)
+    assert speed[2]["speedup_e2e"] == pytest.approx(speed[0]["total_ms"] / speed[2]["total_ms"])
     assert "n/a" not in md
