@@ -298,7 +298,8 @@ def test_config_sections_parse():
     for name in ("tiny", "paper", "test"):
         raw = read_config_file(CONFIGS / f"{name}.json")
         cfg = from_dict(presto_s.PrestoSStageConfig, raw["presto_s"], "presto_s")
-        assert cfg.fake_updates_per_gen == 5 and cfg.guidance == 4.5
+        # The paper's teacher guidance; the tiny model's teacher is better at w = 2 (train/README.md).
+        assert cfg.fake_updates_per_gen == 5 and cfg.guidance == (2.0 if name == "tiny" else 4.5)
         assert cfg.p_gen == "inference" and cfg.p_dmd == cfg.p_dsm == cfg.p_gan == "train"
     for name in ("tiny", "paper", "test"):
         from train.presto_ls import PrestoLSStageConfig
