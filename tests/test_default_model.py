@@ -29,7 +29,8 @@ def test_index_defaults_and_prompts():
     index = json.loads((DEFAULT_MODEL / "model_index.json").read_text())
     assert set(index["components"]) >= {"vae", "base", "clap"}
     assert "base" in index["variants"]
-    assert {"presto-l", "presto-s", "presto-ls"} <= set(index["variants"])
+    assert {"presto-l", "presto-s", "presto-ls", "ase"} <= set(index["variants"])
+    assert index["variants"]["ase"]["drop_schedule"] == index["variants"]["presto-l"]["drop_schedule"]
     assert index["default_variant"] == "presto-ls"  # the app and CLI default to Presto-LS at 4 steps
     spec = index["variants"]["presto-ls"]
     assert spec["sampler"] == "pingpong" and spec["steps"] == 4
