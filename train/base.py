@@ -147,28 +147,30 @@ def load_vae(path: str, device="cpu"):
     return vae, ckpt.sha256_file(folder / ckpt.WEIGHTS)
 
 
-def load_dit(path: str, key: str, device="cpu") -> tuple[DiT, dict]:
-    """The DiT component at ``path`` and its meta (EDM config, step, stage); ``key`` names the config
-    field that gave the path, so a missing or wrong folder is one ConfigError (exit 2) naming it."""
+def _component_folder(path: str, key: str) -> Path:
+    """``path`` as a component folder; one ConfigError naming the config ``key`` if it is not one."""
     folder = Path(path)
     if not (folder / ckpt.CONFIG).is_file():
         raise ConfigError(f"{key}={path} is not a component folder (no {ckpt.CONFIG}): train and export "
                           f"that stage first or set {key} to a DiT component folder")
-    dit, meta = ckpt.load_component(folder, device=device)
+    return folder
+
+
+def load_dit(path: str, key: str, device="cpu") -> tuple[DiT, dict]:
+    """The DiT component at ``path`` and its meta (EDM config, step, stage); ``key`` names the config
+    field that gave the path, so a missing or wrong folder is one ConfigError (exit 2) naming it."""
+    dit, meta = ckpt.load_component(_component_folder(path, key), device=device)
     if not isinstance(dit, DiT):
         raise ConfigError(f"{key}={path} is not a DiT component")
     return dit, meta
 
 
 def dit_config(path: str, key: str) -> dict:
-    """The DiT config dict of the component at ``path`` without loading its weights (see load_dit)."""
-    folder = Path(path)
-    if not (folder / ckpt.CONFIG).is_file():
-        raise ConfigError(f"{key}={path} is not a component folder (no {ckpt.CONFIG}): train and export "
-                          f"that stage first or set {key} to a DiT component folder")
-    data = ckpt.read_component_config(folder)
+    """The DiT config dict of the component at ``path`` without loading its weights (errors as
+    :func:`load_dit`)."""
+    data = ckpt.read_component_config(_component_folder(path, key))
     if data["kind"] != "dit":
-        raise ConfigError(f"{key}={path} is a {data['kind']!r} component, not a DiT")
+        raise ConfigError(f"{key}={path} is not a DiT component (it is a {data['kind']!r} component)")
     return data["config"]
 
 

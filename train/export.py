@@ -232,9 +232,9 @@ def _export(a) -> tuple[Path, Path]:
     check_default_variant(a.default_variant, ["base", *extra])
     with tempfile.TemporaryDirectory() as tmp:
         if a.base:
-            from train.base import load_dit
+            from train.base import dit_config
 
-            load_dit(a.base, "--base")  # a DiT component, checked before anything is written
+            dit_config(a.base, "--base")  # a DiT component, checked (config only) before anything is written
             ck = comp = Path(a.base)
         else:
             run_dir = Path(a.run) if a.run else default_run_dir(name, "base")

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-from presto_core import checkpoint as ckpt
 from presto_core.budget import PRESTO_LS, DropSchedule, check_schedule
 from presto_core.dit import DiTConfig
 from train.loop import ConfigError, run_main
