@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 # Anchor colours of a magma-like map, dark (quiet) to light (loud).
 _MAGMA = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
@@ -92,8 +93,6 @@ def estimate_tempo(audio: np.ndarray, sr: int, lo: float = 40.0, hi: float = 240
 
 def spectrogram_png(audio: np.ndarray, sr: int, path: str | Path, width: int = 640, height: int = 160) -> Path:
     """Render a log-mel spectrogram (low frequencies at the bottom) to a PNG file; returns the path."""
-    from PIL import Image
-
     db, _ = log_mel(audio, sr, n_mels=96)
     v = (db - db.min()) / max(float(db.max() - db.min()), 1e-6)  # 0..1
     pos = v[::-1] * (len(_MAGMA) - 1)

@@ -1,14 +1,14 @@
 """The model side of the app: one loaded PrestoPipeline behind a lock, the speed/quality presets
 (steps and layer budget picked together) and a latency model calibrated at start-up.
 
-Latency model, per variant and stage:
+Latency model, per variant and stage, over the work the pipeline reports for a request
+(``PrestoPipeline.cost``):
   text: a constant; generation: per_call * denoiser calls + per_gflop * DiT FLOPs, the FLOPs
   counted from the DiT's shape, the blocks that run at each call's sigma (drop schedule), the
   candidates and the latent frames (attention grows with frames^2); decoding: a + b * frames x
-  candidates; CLAP:
-  a + b * seconds of audio x candidates. Two warm-up generations per variant at start-up fit the
-  coefficients on the current device; every generation served then nudges a common correction
-  factor (load from other processes moves all stages alike).
+  candidates; CLAP: a + b * seconds of audio x candidates. Two warm-up generations per variant at
+  start-up fit the coefficients on the current device; every generation served then nudges a
+  common correction factor (load from other processes moves all stages alike).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from presto_core.budget import D3, DropSchedule
+from presto_core.budget import D3
 from presto_core.errors import PrestoError
-from presto_core.request import LIMITS, GenerationRequest
+from presto_core.pipeline import GenerationCost, PrestoPipeline
+from presto_core.request import LIMITS, GenerationRequest, ValidatedRequest
 
 LABELS = {"base": "Base (teacher)", "presto-l": "Presto-L", "presto-s": "Presto-S", "presto-ls": "Presto-LS",
           "ase": "Base + ASE (baseline)"}
@@ -35,7 +36,6 @@ QUALITY = {
 }
 CUSTOM = "custom"
 _LEARN_RATE = 0.3  # weight of the newest generation in the running latency correction
-_EVALS_EXTRA = {"heun", "dpmpp_2s"}  # second denoiser call per step, except the last step to 0
 
 
 @dataclass
@@ -84,7 +84,7 @@ class GenFit:
 class Engine:
     """Owns the pipeline (loaded once, built in app.main) and serialises access to it."""
 
-    def __init__(self, pipe):
+    def __init__(self, pipe: PrestoPipeline):
         self.pipe = pipe
         self._lock = threading.Lock()
         self.fits: dict[str, dict[str, Fit]] = {}
@@ -105,15 +105,12 @@ class Engine:
         return [(self.label(v), v) for v in self.variants]
 
     def spec(self, variant: str):
-        if variant not in self.pipe.variants:
+        if variant not in self.pipe.variant_names:
             raise PrestoError(f"model variant must be one of {self.variants}, got {variant!r}")
-        return self.pipe.variants[variant][0]
-
-    def depth(self, variant: str) -> int:
-        return int(self.pipe.variants[variant][1].backbone.cfg.depth)
+        return self.pipe.variant_spec(variant)
 
     def has_budget(self, variant: str) -> bool:
-        return bool(self.pipe.variants[variant][1].backbone.cfg.budget_conditioning)
+        return self.pipe.has_layer_budget(variant)
 
     def default_steps(self, variant: str) -> int:
         return int(self.spec(variant).steps)
@@ -132,39 +129,22 @@ class Engine:
         steps = int(min(hi, max(lo, math.floor(self.default_steps(variant) * factor + 0.5))))
         return steps, (tuple(drop) if drop is not None and self.has_budget(variant) else None)
 
-    def active_fraction(self, req: GenerationRequest) -> tuple[float, int]:
+    def cost(self, req: ValidatedRequest) -> GenerationCost:
+        """The work the pipeline reports for a validated request (calls, layers, candidates, frames)."""
+        return self.pipe.cost(req)
+
+    def active_fraction(self, req: ValidatedRequest) -> tuple[float, int]:
         """(mean fraction of DiT blocks that run per denoiser call, number of calls) for a
         validated request."""
-        variant, drop = req.variant, req.drop_schedule
-        spec = self.spec(variant)
-        sig = self.pipe.schedule(req).tolist()
-        calls = []
-        for s, s_next in zip(sig, sig[1:]):
-            calls.append(s)
-            if spec.sampler in _EVALS_EXTRA and s_next > 0:
-                calls.append(math.sqrt(s * s_next) if spec.sampler == "dpmpp_2s" else s_next)
-        counts = drop or spec.drop_schedule
-        if not counts or not self.has_budget(variant):
-            return 1.0, len(calls)
-        depth = self.depth(variant)
-        sched = DropSchedule.scaled(counts, depth, spec.edm)
-        kept = [sched.kept(float(s)) / depth for s in calls]
-        return sum(kept) / len(kept), len(calls)
+        c = self.pipe.cost(req)
+        return c.active_fraction, c.calls
 
-
-    def _work(self, req: GenerationRequest, candidates: int) -> dict[str, float]:
-        """Work per stage: DiT FLOPs from its shape (per token and block: projections and MLP
-        (8 + 4 * mlp_ratio) * dim^2, attention 4 * dim * frames; doubled under guidance), calls,
-        decoded frames and seconds of audio scored by CLAP."""
-        vae = self.pipe.vae.cfg
-        frames = math.ceil(round(req.duration * vae.sample_rate) / vae.hop)
-        frac, calls = self.active_fraction(req)
-        cfg = self.pipe.variants[req.variant][1].backbone.cfg
-        per_token_block = (8 + 4 * cfg.mlp_ratio) * cfg.dim ** 2 + 4 * cfg.dim * frames
-        guided = 1 if self.spec(req.variant).guidance_kind == "none" else 2
-        gflop = calls * frac * cfg.depth * candidates * guided * frames * per_token_block / 1e9
-        return {"text": 1.0, "gen_calls": float(calls), "gen_gflop": gflop, "decoding": frames * candidates,
-                "clap": req.duration * candidates if self.pipe.clap else 0.0}
+    def _work(self, req: ValidatedRequest) -> dict[str, float]:
+        """Work per stage for the latency model: one text encoding, the denoiser calls and DiT
+        GFLOPs, decoded latent frames and seconds of audio scored by CLAP."""
+        c = self.pipe.cost(req)
+        return {"text": 1.0, "gen_calls": float(c.calls), "gen_gflop": c.dit_gflop,
+                "decoding": float(c.decoded_frames), "clap": c.clap_seconds}
 
     # -- calibration and estimates ----------------------------------------------------------
     def calibrate(self, log=print, durations: tuple[float, float] = (2.0, 8.0), repeats: int = 2) -> None:
@@ -172,14 +152,14 @@ class Engine:
         a longer one; the fastest of ``repeats`` runs each, as other load only slows runs down) to
         fit the latency model."""
         t0 = time.perf_counter()
-        self.generate(GenerationRequest(prompt="warm-up", duration=1.0, steps=1, seed=0))
+        self.generate(self.validate(GenerationRequest(prompt="warm-up", duration=1.0, steps=1, seed=0)))
         lo, hi = (min(d, self.pipe.max_duration) for d in durations)
         for v in self.variants:
             pts = []
             for steps, dur in ((1, lo), (2, hi)):
                 req = self.validate(GenerationRequest(prompt="warm-up", duration=dur, steps=steps, seed=0, variant=v))
                 runs = [self.generate(req).timings for _ in range(max(1, repeats))]
-                pts.append((self._work(req, 1), {k: min(r.get(k, 0.0) for r in runs) for k in runs[0]}))
+                pts.append((self._work(req), {k: min(r.get(k, 0.0) for r in runs) for k in runs[0]}))
             (w1, t1), (w2, t2) = pts
             fits = {k: Fit.from_points((w1[k], t1.get(k, 0.0)), (w2[k], t2.get(k, 0.0))) for k in ("decoding", "clap")}
             fits["text"] = Fit(min(t1["text"], t2["text"]), 0.0)
@@ -189,36 +169,37 @@ class Engine:
         self.correction = 1.0
         log(f"calibrated latency on {self.device} in {self.calibration_s:.1f} s")
 
-    def _model_seconds(self, req: GenerationRequest) -> float | None:
+    def _model_seconds(self, req: ValidatedRequest) -> float | None:
         fits = self.fits.get(req.variant)
         if not fits:
             return None
-        from presto_core.clap import num_candidates
-
-        work = self._work(req, num_candidates(req.num_clips, req.reject_ratio))
+        work = self._work(req)
         return sum(fits[k](work) if k == "generation" else fits[k](work[k]) for k in fits)
 
-    def estimate(self, req: GenerationRequest) -> float | None:
+    def estimate(self, req: ValidatedRequest) -> float | None:
         """Expected seconds for a validated request, or None before calibration: the calibrated
         model times a running correction learnt from the generations served since start-up
         (other load on the machine shifts every stage alike)."""
         sec = self._model_seconds(req)
         return None if sec is None else sec * self.correction
 
-    def _learn(self, req: GenerationRequest, seconds: float) -> None:
+    def _learn(self, req: ValidatedRequest, seconds: float) -> None:
         predicted = self._model_seconds(req)
         if predicted and predicted > 0 and seconds > 0:
             ratio = min(max(seconds / predicted, 0.05), 20.0)
             self.correction = math.exp((1 - _LEARN_RATE) * math.log(self.correction) + _LEARN_RATE * math.log(ratio))
 
     # -- generation -------------------------------------------------------------------------
-    def generate(self, req: GenerationRequest, progress=None):
-        """Run the pipeline (one request at a time on the device). Raises PrestoError on bad input."""
-        req = req.validated(self.pipe)
+    def generate(self, req: ValidatedRequest, progress=None):
+        """Run the pipeline on a request validated at the edge (:meth:`validate`), one request at a
+        time on the device; it is not checked again."""
+        if not isinstance(req, ValidatedRequest):
+            raise TypeError(f"Engine.generate takes a ValidatedRequest (Engine.validate), got {type(req).__name__}")
         with self._lock:
             result = self.pipe.generate(req, progress=progress)
         self._learn(req, result.timings.get("total", 0.0))
         return result
 
-    def validate(self, req: GenerationRequest) -> GenerationRequest:
+    def validate(self, req: GenerationRequest) -> ValidatedRequest:
+        """The one validation of a request from the page (PrestoError naming the allowed range)."""
         return req.validated(self.pipe)

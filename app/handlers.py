@@ -1,7 +1,8 @@
-"""Event handlers: what a person typed -> a validated GenerationRequest -> the engine -> files,
-report and page updates. Every endpoint is wrapped by :func:`guarded`: PrestoError becomes a
-gr.Error with its message (which names the allowed range) and anything unexpected becomes a
-gr.Error saying generation failed, so the server keeps serving.
+"""Event handlers: what a person typed (:class:`Controls`, built once per call from the endpoint's
+inputs) -> one validated request (:meth:`Handlers.request`, the app's only validation) -> the
+engine -> files, report and page updates. Every endpoint is wrapped by :func:`guarded`: PrestoError
+becomes a gr.Error with its message (which names the allowed range) and anything unexpected becomes
+a gr.Error saying generation failed, so the server keeps serving.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import functools
 import logging
 import math
 import secrets
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import gradio as gr
 import numpy as np
+import soundfile as sf
+import torch
 
+from presto_core.audio import read_wav_settings, write_wav
 from presto_core.errors import PrestoError, check_number
-from presto_core.request import LIMITS, GenerationRequest
+from presto_core.request import LIMITS, GenerationRequest, ValidatedRequest
 
 from app import results as R
 from app.engine import Engine
@@ -55,8 +61,6 @@ def guarded(fn):
 
 def _free_gpu():
     try:
-        import torch
-
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     except Exception:  # noqa: BLE001
@@ -111,33 +115,62 @@ def _progress_fn(progress, lo: float = 0.0, hi: float = 1.0, label: str = ""):
     return cb
 
 
+@dataclass(frozen=True)
+class Controls:
+    """The Generate tab's controls as the page (or an API client) sent them, unchecked: the one
+    object that travels from an endpoint to :meth:`Handlers.request`. ``duration`` is in seconds
+    when ``duration_mode`` is "seconds", else ``bars`` of ``time_signature`` at ``bpm`` set it;
+    ``seed`` -1/None/'' is random; ``drop_schedule`` is text like '14, 12, 8, 4, 0' or empty."""
+
+    prompt: Optional[str]
+    bpm: Any
+    duration_mode: str
+    duration: Any
+    bars: Any
+    time_signature: str
+    variant: Optional[str]
+    steps: Any
+    rho: Any
+    reject_ratio: Any
+    num_clips: Any
+    seed: Any
+    drop_schedule: Any
+
+    @classmethod
+    def from_inputs(cls, inputs: dict, **overrides) -> "Controls":
+        """Controls from an endpoint's arguments (its ``locals()``): the fields it has, then
+        ``overrides`` (for the controls a tab does not send). Other names are ignored."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{**{k: inputs[k] for k in names if k in inputs}, **overrides})
+
+
 class Handlers:
-    """Endpoints over one Engine; output files go to a RunStore."""
+    """Endpoints over one Engine; output files go to a RunStore. The endpoints' parameter lists
+    are the public API (gradio_client names the arguments after them)."""
 
     def __init__(self, engine: Engine, store: R.RunStore):
         self.engine = engine
         self.store = store
 
     # -- inputs -------------------------------------------------------------------------------
-    def duration_of(self, bpm, duration_mode, duration, bars, time_signature) -> float:
-        if duration_mode not in DURATION_MODES:
-            raise PrestoError(f"duration mode must be one of {DURATION_MODES}, got {duration_mode!r}")
-        parse_time_signature(time_signature)
-        if duration_mode == "seconds":
-            return duration
-        bpm = check_number("bpm", bpm, *LIMITS["bpm"])
-        return bars_to_seconds(bars, bpm, time_signature, self.engine.pipe.max_duration)
+    def duration_of(self, c: Controls) -> float:
+        """Seconds of audio the controls ask for (bars converted at the tempo)."""
+        if c.duration_mode not in DURATION_MODES:
+            raise PrestoError(f"duration mode must be one of {DURATION_MODES}, got {c.duration_mode!r}")
+        parse_time_signature(c.time_signature)
+        if c.duration_mode == "seconds":
+            return c.duration
+        bpm = check_number("bpm", c.bpm, *LIMITS["bpm"])
+        return bars_to_seconds(c.bars, bpm, c.time_signature, self.engine.pipe.max_duration)
 
-    def request(self, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, rho,
-                reject_ratio, num_clips, seed, drop_schedule, **extra) -> GenerationRequest:
-        """A validated request from the page's controls (raises PrestoError)."""
-        if prompt is None:
-            prompt = ""
+    def request(self, c: Controls, **extra) -> ValidatedRequest:
+        """The validated request for the controls (``extra``: init audio and strength of a
+        variation). This is the app's one validation; raises PrestoError naming the range."""
         req = GenerationRequest(
-            prompt=prompt, bpm=bpm, duration=self.duration_of(bpm, duration_mode, duration, bars, time_signature),
-            steps=None if steps in (None, "") else steps, rho=rho, reject_ratio=reject_ratio,
-            seed=parse_seed(seed), num_clips=num_clips, variant=variant or None,
-            drop_schedule=parse_drop_schedule(drop_schedule), **extra)
+            prompt="" if c.prompt is None else c.prompt, bpm=c.bpm, duration=self.duration_of(c),
+            steps=None if c.steps in (None, "") else c.steps, rho=c.rho, reject_ratio=c.reject_ratio,
+            seed=parse_seed(c.seed), num_clips=c.num_clips, variant=c.variant or None,
+            drop_schedule=parse_drop_schedule(c.drop_schedule), **extra)
         return self.engine.validate(req)
 
     # -- endpoints ----------------------------------------------------------------------------
@@ -145,22 +178,21 @@ class Handlers:
     def generate(self, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, rho,
                  reject_ratio, num_clips, seed, drop_schedule, progress=gr.Progress()):
         """Generate clips; returns (record for the page, WAV files, report JSON, latency text)."""
-        req = self.request(prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, rho,
-                           reject_ratio, num_clips, seed, drop_schedule)
-        return self._run(req, time_signature, "generate", progress)
+        c = Controls.from_inputs(locals())
+        return self._run(self.request(c), c.time_signature, "generate", progress)
 
     @guarded
     def variation(self, init_audio, strength, prompt, bpm, duration_mode, duration, bars, time_signature, variant,
                   steps, rho, reject_ratio, num_clips, seed, drop_schedule, progress=gr.Progress()):
         """Regenerate from ``init_audio`` (a file) at noise level ``strength`` (0.01 .. 1); the clip's own
         length (up to the model's maximum) replaces the duration control."""
+        c = Controls.from_inputs(locals())
         audio, sr = self._read_audio(init_audio, "a variation needs a source clip: upload one or press "
                                                  "'Vary' under a result")
         dur = min(max(audio.shape[0] / sr, LIMITS["duration"][0]), self.engine.pipe.max_duration)
-        req = self.request(prompt, bpm, "seconds", round(dur, 3), bars, time_signature, variant, steps, rho,
-                           reject_ratio, num_clips, seed, drop_schedule, init_audio=audio, init_sr=sr,
-                           strength=strength)
-        return self._run(req, time_signature, "variation", progress)
+        req = self.request(dataclasses.replace(c, duration_mode="seconds", duration=round(dur, 3)),
+                           init_audio=audio, init_sr=sr, strength=strength)
+        return self._run(req, c.time_signature, "variation", progress)
 
     def _run(self, req, time_signature, kind, progress):
         expected = self.engine.estimate(req)
@@ -181,9 +213,9 @@ class Handlers:
         rhos = parse_rho_list(rho_values)
         seed = parse_seed(seed)
         seed = secrets.randbelow(LIMITS["seed"][1]) if seed is None else seed
-        base = self.request(prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, 7.0,
-                            0.0, 1, seed, drop_schedule)
-        reqs = [self.engine.validate(dataclasses.replace(base, rho=r)) for r in rhos]
+        c = Controls.from_inputs(locals(), rho=7.0, reject_ratio=0.0, num_clips=1)
+        reqs = [self.request(dataclasses.replace(c, rho=r)) for r in rhos]
+        base = reqs[0]
         note = None
         if base.steps <= 2:
             note = (f"with {base.steps} step(s) the noise schedule is [sigma_max, sigma_min] whatever rho, so these "
@@ -213,14 +245,14 @@ class Handlers:
         default step count (else both at ``steps``)."""
         seed = parse_seed(seed)
         seed = secrets.randbelow(LIMITS["seed"][1]) if seed is None else seed
+        c = Controls.from_inputs(locals(), variant=None, reject_ratio=0.0, num_clips=1, drop_schedule=None)
         run = self.store.new_run("ab")
         entries, rows = [], {}
         for k, (side, v) in enumerate((("A", variant_a), ("B", variant_b))):
             self.engine.spec(v)  # a clear error for an unknown variant
-            req = self.request(prompt, bpm, duration_mode, duration, bars, time_signature, v,
-                               None if own_steps else steps, rho, 0.0, 1, seed, None)
+            req = self.request(dataclasses.replace(c, variant=v, steps=None if own_steps else c.steps))
             result = self.engine.generate(req, progress=_progress_fn(progress, k / 2, (k + 1) / 2, f"{side}: "))
-            (entry,) = R.write_result(run, result, time_signature, prefix=f"{side}_{v}", extra={"ab_side": side})
+            (entry,) = R.write_result(run, result, c.time_signature, prefix=f"{side}_{v}", extra={"ab_side": side})
             title = f"{side}: {self.engine.label(v)} · {req.steps} steps"
             entry.update(title=title, latency=R.latency_markdown(result), timings=R.timings_dict(result))
             entries.append(entry)
@@ -234,8 +266,6 @@ class Handlers:
     def export_loop(self, clip, bpm, time_signature, bars, crossfade_ms):
         """Cut ``clip`` to whole bars from its start (bars 0 = as many as fit) with a crossfaded
         seam. The tempo stored in a generated clip's metadata wins over ``bpm``."""
-        from presto_core.audio import read_wav_settings, write_wav
-
         audio, sr = self._read_audio(clip, "loop export needs a clip: upload one or pick a result")
         try:
             settings = read_wav_settings(clip) or {}
@@ -254,8 +284,6 @@ class Handlers:
     @guarded
     def settings_from_wav(self, file):
         """The generation settings stored in a WAV written by this app or the CLI."""
-        from presto_core.audio import read_wav_settings
-
         if not file:
             raise PrestoError("choose a WAV file written by Presto to read its settings")
         settings = read_wav_settings(file)
@@ -267,32 +295,28 @@ class Handlers:
     def estimate(self, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, rho,
                  reject_ratio, num_clips, seed, drop_schedule) -> str:
         """Expected latency on this device, or the validation problem, as one line of markdown."""
+        c = Controls.from_inputs(locals())
         try:
-            req = self.request(prompt or "estimate", bpm, duration_mode, duration, bars, time_signature, variant,
-                               steps, rho, reject_ratio, num_clips, seed, drop_schedule)
+            req = self.request(dataclasses.replace(c, prompt=c.prompt or "estimate"))
         except PrestoError as e:
             return f"⚠️ {e}"
         except Exception as e:  # noqa: BLE001
             return f"⚠️ {type(e).__name__}: {e}"
         sec = self.engine.estimate(req)
-        frac, _ = self.engine.active_fraction(req)
-        from presto_core.clap import num_candidates
-
-        n = num_candidates(req.num_clips, req.reject_ratio)
-        dur = f"{req.duration:g} s" if duration_mode == "seconds" else \
-            f"{int(bars)} bars of {time_signature} = {req.duration:.2f} s"
+        cost = self.engine.cost(req)
+        dur = f"{req.duration:g} s" if c.duration_mode == "seconds" else \
+            f"{int(c.bars)} bars of {c.time_signature} = {req.duration:.2f} s"
         if sec is None:
             eta = "≈ ? s (not calibrated)"
         else:
             eta = f"**≈ {sec:.1f} s**" if sec >= 0.95 else f"**≈ {sec:.2f} s**"
-        return (f"{eta} on {self.engine.device} · {dur} · {req.steps} steps · {100 * frac:.0f}% of layers active · "
-                f"{n} candidate(s) → {req.num_clips} kept")
+        return (f"{eta} on {self.engine.device} · {dur} · {req.steps} steps · "
+                f"{100 * cost.active_fraction:.0f}% of layers active · "
+                f"{cost.candidates} candidate(s) → {req.num_clips} kept")
 
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
     def _read_audio(path, missing: str):
-        import soundfile as sf
-
         if not path:
             raise PrestoError(missing)
         try:

@@ -6,8 +6,15 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from presto_core.errors import PrestoError
+import gradio as gr
 
+from presto_core.errors import PrestoError
+from presto_core.pipeline import PrestoPipeline
+
+from app.engine import Engine
+from app.handlers import Handlers
+from app.results import RunStore
+from app.ui import CSS, build_ui
 
 
 def resolve_model(model: str | None, default: Path) -> str:
@@ -26,13 +33,6 @@ def create_app(model: str, device: str = "auto", precision: str = "auto", concur
                calibration: dict | None = None):
     """(demo, engine): the pipeline is loaded here and closed over by the handlers.
     ``calibration`` passes keyword arguments to Engine.calibrate (durations, repeats)."""
-    from presto_core.pipeline import PrestoPipeline
-
-    from app.engine import Engine
-    from app.handlers import Handlers
-    from app.results import RunStore
-    from app.ui import build_ui
-
     if not isinstance(concurrency, int) or concurrency < 1:
         raise PrestoError(f"--concurrency must be an integer >= 1, got {concurrency!r}")
     pipe = PrestoPipeline.from_pretrained(model, device=device, precision=precision)
@@ -48,10 +48,6 @@ def create_app(model: str, device: str = "auto", precision: str = "auto", concur
 
 def launch_kwargs(host: str, port: int | None, share: bool = False) -> dict:
     """Arguments for demo.launch (theme and CSS live there in Gradio 6)."""
-    import gradio as gr
-
-    from app.ui import CSS
-
     # System fonts only: the page must not wait on font servers when the machine is offline.
     theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                            font_mono=["ui-monospace", "monospace"])

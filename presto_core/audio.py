@@ -1,4 +1,5 @@
-"""Small, pure audio utilities: channel/rate/level conversion and reconstruction distances.
+"""Small, pure audio utilities: channel and rate conversion, reconstruction distances, and WAV
+files that carry their generation settings.
 
 Waveforms are float arrays in [-1, 1]. numpy helpers take (N,) mono or (C, N)
 channels-first audio; torch distances take (..., N) tensors.
@@ -6,9 +7,12 @@ channels-first audio; torch distances take (..., N) tensors.
 
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 import numpy as np
+import soundfile as sf
+import soxr
 import torch
 
 from presto_core.errors import PrestoError
@@ -35,39 +39,10 @@ def resample(wav: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
             raise PrestoError(f"{name} must be a positive integer sample rate, got {sr!r}")
     if orig_sr == new_sr:
         return wav.copy()
-    import soxr
-
     lead, n = wav.shape[:-1], wav.shape[-1]
     cols = np.ascontiguousarray(wav.reshape(-1, n).T)  # soxr wants (frames, channels)
     out = soxr.resample(cols, int(orig_sr), int(new_sr), quality="HQ")
     return np.ascontiguousarray(out.T).reshape(*lead, -1).astype(np.float32)
-
-
-def rms_db(wav: np.ndarray) -> float:
-    """RMS level in dB full scale (a full-scale sine is about -3 dB); silence gives -inf."""
-    rms = float(np.sqrt(np.mean(np.square(np.asarray(wav, dtype=np.float64)))))
-    return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
-
-
-def loudness_normalize(wav: np.ndarray, target_rms_db: float = -20.0, peak_limit: float = 0.99) -> np.ndarray:
-    """Scale to ``target_rms_db`` dBFS RMS, then scale down further if the peak would exceed
-    ``peak_limit`` (no clipping). Silence is returned unchanged. Same shape, float32."""
-    wav = np.asarray(wav, dtype=np.float32)
-    level = rms_db(wav)
-    if not np.isfinite(level) or level < -120.0:
-        return wav.copy()
-    out = wav * np.float32(10.0 ** ((target_rms_db - level) / 20.0))
-    peak = float(np.max(np.abs(out)))
-    if peak > peak_limit:
-        out = out * np.float32(peak_limit / peak)
-    return out.astype(np.float32)
-
-
-def peak_normalize(wav: np.ndarray, peak: float = 0.95) -> np.ndarray:
-    """Scale so max |wav| == ``peak``; silence is returned unchanged. Same shape, float32."""
-    wav = np.asarray(wav, dtype=np.float32)
-    m = float(np.max(np.abs(wav))) if wav.size else 0.0
-    return wav.copy() if m == 0.0 else (wav * np.float32(peak / m)).astype(np.float32)
 
 
 def _stft_mag(x: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
@@ -123,10 +98,6 @@ def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -
 def write_wav(path, audio: np.ndarray, sample_rate: int, settings: dict | None = None) -> None:
     """Write mono float audio (N,) as 16-bit PCM WAV with ``settings`` as JSON in its comment
     (RIFF INFO ICMT) so a downloaded clip remembers how it was made."""
-    import json
-
-    import soundfile as sf
-
     with sf.SoundFile(str(path), "w", samplerate=int(sample_rate), channels=1, subtype="PCM_16", format="WAV") as f:
         if settings is not None:
             f.comment = json.dumps(settings, sort_keys=True)
@@ -137,10 +108,6 @@ def write_wav(path, audio: np.ndarray, sample_rate: int, settings: dict | None =
 def read_wav_settings(path) -> dict | None:
     """The generation settings stored by :func:`write_wav`, or None if the file has none.
     A file that is not readable audio raises PrestoError."""
-    import json
-
-    import soundfile as sf
-
     try:
         with sf.SoundFile(str(path)) as f:
             comment = f.comment

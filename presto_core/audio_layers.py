@@ -149,7 +149,7 @@ class ISTFTHead(nn.Module):
     the right magnitudes. With freely predicted phase, pitch hangs on a phase the network learns
     slowly: resynthesising real music from its TRUE magnitudes (n_fft 960, hop 240, 44.1 kHz)
     with random phase keeps a chroma correlation of 0.36 with the original, with the centre
-    advance 0.47, and at n_fft 1920 0.63 and 0.88 (train/pitch.py).
+    advance 0.47, and at n_fft 1920 0.63 and 0.88 (train/evaluation/pitch.py).
     """
 
     def __init__(self, dim: int, hop: int, overlap: int = 4, phase_advance: bool = False):

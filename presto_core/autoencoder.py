@@ -65,7 +65,7 @@ class VAEConfig:
     # enc_stft_down == dec_upsample). Encoder: mean += A (log spectrum pooled per latent frame) + a;
     # decoder: log-magnitude += B z + b. A, a, B, b are buffers stored with the weights; zero (no
     # effect) until training sets them to a whitened PCA of the corpus' log spectra
-    # (train/vae_pca.py), so latents carry pitch from the first step and the decoder renders it.
+    # (train/autoencoder/pca.py), so latents carry pitch from the first step and the decoder renders it.
     spectral_skip: bool = False
     weight_norm: bool = False
     # Fixed gain on the encoder input. Training crops are at -20 dBFS (RMS 0.1) and the default

@@ -21,6 +21,12 @@ import time
 
 import torch
 
+from presto_core.autoencoder import AudioVAE, VAEConfig
+from presto_core.budget import PRESTO_LS, DropSchedule
+from presto_core.dit import DiT, DiTConfig
+from presto_core.edm import EDMConfig, Precond, karras_sigmas
+from presto_core.samplers import sample_pingpong
+
 
 def median_time(fn, repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
@@ -37,12 +43,6 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
 def run(repeats: int = 5, seconds: float = 32.0, device: str = "cpu", text_tokens: int = 32,
         size: str = "tiny", compile: bool = False, steps: int = 4) -> list[dict]:
     """Measure and return rows: name, precision, frames, median seconds, ratio vs fp32."""
-    from presto_core.autoencoder import AudioVAE, VAEConfig
-    from presto_core.budget import PRESTO_LS, DropSchedule
-    from presto_core.dit import DiT, DiTConfig
-    from presto_core.edm import EDMConfig, Precond, karras_sigmas
-    from presto_core.samplers import sample_pingpong
-
     if size not in ("tiny", "paper"):
         raise ValueError(f"size must be 'tiny' or 'paper', got {size!r}")
     dev = torch.device(device)

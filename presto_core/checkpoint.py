@@ -28,8 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import snapshot_download
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 from torch import nn
 
+from presto_core.autoencoder import AudioVAE, VAEConfig
+from presto_core.clap import ClapConfig, EmbeddedClap
+from presto_core.dit import DiT, DiTConfig
 from presto_core.errors import PrestoError
 
 FORMAT = "presto"
@@ -67,11 +73,6 @@ def config_from_dict(cls, data: dict):
 
 
 def _registry() -> dict[str, tuple[type, type]]:
-    # Imported here so that loading one component does not import every architecture up front.
-    from presto_core.autoencoder import AudioVAE, VAEConfig
-    from presto_core.clap import ClapConfig, EmbeddedClap
-    from presto_core.dit import DiT, DiTConfig
-
     return {"vae": (AudioVAE, VAEConfig), "dit": (DiT, DiTConfig), "clap": (EmbeddedClap, ClapConfig)}
 
 
@@ -182,8 +183,6 @@ def save_component(
     fp32, not fp16: fp16 loses precision below 6.1e-5 (rows with max|w| < 0.008, e.g. near-zero
     initialised output layers), and fp32 costs 4 bytes per row (1.4% of the 15M-parameter int8 DiT).
     """
-    from safetensors.torch import save
-
     if quantize not in (None, *QUANTIZE):
         raise PrestoError(f"quantize must be None or one of {list(QUANTIZE)}, got {quantize!r}")
     folder = Path(folder)
@@ -266,9 +265,6 @@ def load_component(folder: str | Path, expected_sha256: str | None = None, devic
     to fp32. Missing files, hash mismatches, unreadable safetensors, bad or missing int8 scales
     and missing/unexpected/mis-shaped tensors all raise PrestoError naming the file.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     data = read_component_config(folder)
     registry = _registry()
@@ -335,8 +331,6 @@ def resolve_model_dir(path_or_hub_id: str | Path, revision: str | None = None, c
     if p.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
         raise PrestoError(f"model {text!r} is neither a model folder nor a hub id of the form 'org/name'")
     try:
-        from huggingface_hub import snapshot_download
-
         return Path(snapshot_download(repo_id=text, revision=revision, cache_dir=cache_dir))
     except Exception as e:  # the hub raises many types; one clear message is what a person needs
         raise PrestoError(f"could not fetch model {text!r} from the hub (or find it in the local cache): {e}") from None

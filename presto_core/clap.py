@@ -9,7 +9,7 @@ Two scorers implement :class:`ClapScorer`:
 - :class:`EmbeddedClapScorer`: the small :class:`EmbeddedClap` (log-mel conv + transformer audio
   tower, frozen MiniLM tokens -> MLP text tower) that ships with the embedded default and needs
   no network.
-- ``LaionClapScorer`` (in :mod:`presto_core.clap_laion`, re-exported here lazily): published
+- ``LaionClapScorer`` (in :mod:`presto_core.clap_laion`; import it from there): published
   laion-clap checkpoints, the paper's metric backbone.
 """
 
@@ -20,16 +20,16 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol, runtime_checkable
 
+import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from presto_core.audio import resample
 from presto_core.errors import PrestoError, check_number
+from presto_core.limits import LIMITS
 from presto_core.text import check_prompts
-
-MAX_REJECT_RATIO = 0.95
-MAX_CANDIDATES = 4096
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,8 +68,6 @@ def prepare_audio(wav, sr: int, target_sr: int, device=None) -> torch.Tensor:
     sr = check_number("sr", sr, 1, 1_000_000, integer=True)
     device = wav.device if device is None else torch.device(device)
     if sr != target_sr:
-        from presto_core.audio import resample
-
         wav = torch.from_numpy(resample(wav.detach().float().cpu().numpy(), sr, int(target_sr)))
     return wav.to(device=device, dtype=torch.float32)
 
@@ -98,14 +96,18 @@ class ScorerBase:
 
 def num_candidates(n: int, reject_ratio: float) -> int:
     """Candidates to generate so that rejecting a ``reject_ratio`` fraction leaves ``n``:
-    ceil(n / (1 - reject_ratio)), computed exactly on the ratio as written (0.1 is 1/10)."""
-    n = check_number("number of clips", n, 1, MAX_CANDIDATES, integer=True)
-    r = check_number("reject_ratio", reject_ratio, 0.0, MAX_REJECT_RATIO)
+    ceil(n / (1 - reject_ratio)), computed exactly on the ratio as written (0.1 is 1/10).
+
+    The ratio and the candidate count are held to the user-facing ``LIMITS`` (reject_ratio in
+    [0, 0.9], at most 32 candidates); PrestoError names the range otherwise."""
+    max_cand = LIMITS["candidates"][1]
+    n = check_number("number of clips", n, 1, max_cand, integer=True)
+    r = check_number("reject_ratio", reject_ratio, *LIMITS["reject_ratio"])
     # Fraction(str(r)) reads 0.1 as 1/10, not 0.1000000000000000055..., so 9 / 0.9 -> 10, not 11.
     total = math.ceil(Fraction(n) / (1 - Fraction(str(float(r)))))
-    if total > MAX_CANDIDATES:
-        raise PrestoError(f"{n} clips at reject_ratio {r:g} need {total} candidates; at most "
-                          f"{MAX_CANDIDATES} are allowed (lower the number of clips or the ratio)")
+    if total > max_cand:
+        raise PrestoError(f"num_clips / (1 - reject_ratio) must be at most {max_cand} candidates, got {total} "
+                          f"({n} clips at reject_ratio {r:g}); lower the number of clips or the reject ratio")
     return total
 
 
@@ -194,8 +196,6 @@ class EmbeddedClap(nn.Module):
     def __init__(self, cfg: ClapConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg if cfg is not None else ClapConfig()
-        import librosa
-
         fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
                                  fmin=cfg.f_min, fmax=cfg.f_max)
         # Derived from the config, so kept out of the state_dict (weights files stay minimal).
@@ -298,11 +298,3 @@ class EmbeddedClapScorer(ScorerBase):
         x = prepare_audio(wav, sr, self.sample_rate, self.device)
         return self._run(self.model.audio_embed, x)
 
-
-def __getattr__(name: str):
-    # Lazy, so importing this module never imports laion_clap (slow; needs hub tokenizers).
-    if name == "LaionClapScorer":
-        from presto_core.clap_laion import LaionClapScorer
-
-        return LaionClapScorer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

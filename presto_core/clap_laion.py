@@ -25,6 +25,7 @@ import pickle
 import warnings
 from pathlib import Path
 
+import librosa
 import torch
 import torch.nn.functional as F
 
@@ -48,7 +49,7 @@ _HUB_HINT = (
 def _quiet():
     """Silence laion-clap's prints and warnings and transformers' progress bars while importing
     and building (stdout and warning filters are process-wide, so never around per-call work)."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # heavy optional dependency (~0.5 s)
 
     bar, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
@@ -66,7 +67,7 @@ def _quiet():
 def _import_laion_clap():
     try:
         with _quiet():
-            import laion_clap
+            import laion_clap  # heavy optional dependency (imports transformers, fetches tokenizers)
     except ImportError as e:
         raise PrestoError(f"LaionClapScorer needs `pip install laion-clap==1.1.7`: {e}") from e
     except OSError as e:  # from_pretrained's "can't load tokenizer" family
@@ -101,8 +102,6 @@ def read_laion_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def laion_log_mel(wav: torch.Tensor, audio_cfg: dict) -> torch.Tensor:
     """(N,) waveform at audio_cfg['sample_rate'] -> (frames, mel_bins) power mel in dB, the
     formula of laion-clap's torchaudio ``get_mel`` (HTK mel, no filter norm, 10 log10 clamp 1e-10)."""
-    import librosa
-
     n_fft, hop = audio_cfg["window_size"], audio_cfg["hop_size"]
     fb = librosa.filters.mel(sr=audio_cfg["sample_rate"], n_fft=n_fft, n_mels=audio_cfg["mel_bins"],
                              fmin=audio_cfg["fmin"], fmax=audio_cfg["fmax"], htk=True, norm=None)
@@ -144,7 +143,7 @@ class LaionClapScorer(ScorerBase):
         state = read_laion_checkpoint(checkpoint_path)  # first: a wrong path fails fast, before imports
         laion_clap = _import_laion_clap()
         # laion_clap puts its own folder on sys.path and imports its model code as `clap_module`.
-        from clap_module import list_models
+        from clap_module import list_models  # heavy optional dependency (laion_clap's model code)
 
         if not isinstance(amodel, str) or amodel not in list_models():
             known = [m for m in list_models() if m.startswith(("HTSAT", "PANN"))]

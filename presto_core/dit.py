@@ -281,12 +281,16 @@ class DiT(nn.Module):
         real); bpm: scalar or (B,) beats per minute; uncond: bool or (B,) bool, True replaces that
         sample's text and BPM with the learned null condition (text/bpm may be None if all are
         unconditional); layers_dropped: int for the whole batch (blocks really skipped) or (B,)
-        long per sample. Returns (B, C, T), or ((B, C, T), hidden (B, T, dim)) with return_hidden,
-        hidden being the final norm of the last block's output (the self-teacher target).
-        return_features: block indices whose outputs (B, T, dim) are also returned, as a list in the
-        order given, appended as an extra element: (out, feats) or (out, hidden, feats). (Presto-S's
-        discriminator reads the fake score model's middle blocks this way; Precond passes
-        (out, feats) through as (denoised, feats).) A requested block must run for every sample.
+        long per sample.
+
+        Returns ``out`` (B, C, T) when nothing extra is asked for, else the tuple
+        ``(out, *extras)`` with the extras in this fixed order, each present only if asked for:
+        ``hidden`` (B, T, dim) with return_hidden, the final norm of the last block's output (the
+        self-teacher target); ``feats``, a list of the block outputs (B, T, dim) named in
+        return_features, in the order given (Presto-S's discriminator reads the fake score
+        model's middle blocks this way). So: out | (out, hidden) | (out, feats) |
+        (out, hidden, feats). :class:`presto_core.edm.Precond` keeps the same form, with the
+        denoised estimate in place of ``out``. A requested block must run for every sample.
         """
         cfg = self.cfg
         if x.ndim != 3 or x.shape[1] != cfg.latent_channels:
@@ -347,10 +351,8 @@ class DiT(nn.Module):
         hidden = self.final_norm(h)
         shift, scale = self.final_ada(c_act).chunk(2, dim=-1)
         out = self.final_proj(modulate(hidden, shift, scale)).transpose(1, 2)
-        if want:
-            feat_list = [feats[i] for i in return_features]
-            return (out, hidden, feat_list) if return_hidden else (out, feat_list)
-        return (out, hidden) if return_hidden else out
+        extras = ([hidden] if return_hidden else []) + ([[feats[i] for i in return_features]] if want else [])
+        return (out, *extras) if extras else out
 
     def _check_features(self, idx) -> set[int]:
         try:

@@ -127,8 +127,12 @@ class Precond(nn.Module):
 
     ``x``: (B, C, T) noisy latents; ``sigma``: scalar or (B,). The backbone sees ``c_in * x`` and
     ``c_noise``; the output is ``c_skip * x + c_out * F``. Extra keyword arguments (text, bpm,
-    budget, ...) go to the backbone untouched. With ``return_hidden=True`` the backbone returns
-    ``(out, hidden)`` and so does this wrapper.
+    budget, ``return_hidden``, ``return_features``, ...) go to the backbone untouched.
+
+    Returns the denoised estimate (B, C, T) when the backbone returns a tensor. When it returns a
+    tuple ``(out, *extras)`` (the DiT with return_hidden and/or return_features), only ``out`` is
+    preconditioned and the extras pass through unchanged and in order: ``den``,
+    ``(den, hidden)``, ``(den, feats)`` or ``(den, hidden, feats)``.
     """
 
     def __init__(self, backbone: nn.Module, sigma_data: float = 0.5):
@@ -144,12 +148,26 @@ class Precond(nn.Module):
         shape = (-1,) + (1,) * (x.ndim - 1)
         x32 = x.float()
         out = self.backbone((c_in.view(shape) * x32).to(x.dtype), c_noise, **cond)
-        hidden = None
-        if isinstance(out, tuple):
-            out, hidden = out
-        den = c_skip.view(shape) * x32 + c_out.view(shape) * out.float()
-        den = den.to(x.dtype)
-        return (den, hidden) if hidden is not None else den
+        out, *extras = out if isinstance(out, tuple) else (out,)
+        den = (c_skip.view(shape) * x32 + c_out.view(shape) * out.float()).to(x.dtype)
+        return (den, *extras) if extras else den
+
+
+def per_sample_mean(x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of x (B, C, T) per sample (B,), over the frames where ``valid`` (B, 1, T) is 1 (crop
+    padding excluded); every element when ``valid`` is None."""
+    if valid is None:
+        return x.flatten(1).mean(1)
+    return (x * valid).flatten(1).sum(1) / (valid.flatten(1).sum(1) * x.shape[1]).clamp_min(1.0)
+
+
+def weighted_dsm(den: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, sigma_data: float = 0.5,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
+    """The EDM training objective for given denoiser outputs: mean over the batch of
+    ``lambda(sigma) * mean((den - x0)^2)``, each sample's mean over its ``valid`` (B, 1, T) frames
+    (all when None). den, x0: (B, C, T); sigma: (B,)."""
+    per = per_sample_mean((den.float() - x0.float()) ** 2, valid)
+    return (loss_weight(sigma.float(), sigma_data) * per).mean()
 
 
 def dsm_loss(
@@ -158,11 +176,12 @@ def dsm_loss(
     sigma: torch.Tensor,
     noise: torch.Tensor,
     sigma_data: float = 0.5,
+    valid: torch.Tensor | None = None,
     **cond,
 ) -> torch.Tensor:
     """Weighted denoising score matching: mean over the batch of
-    ``lambda(sigma) * mean((D(x0 + sigma * noise, sigma) - x0)^2)``. x0, noise: (B, C, T); sigma: (B,)."""
+    ``lambda(sigma) * mean((D(x0 + sigma * noise, sigma) - x0)^2)``. x0, noise: (B, C, T); sigma: (B,);
+    valid: optional (B, 1, T) mask of the frames that count (zero-padded crops)."""
     shape = (-1,) + (1,) * (x0.ndim - 1)
     den = denoiser(x0 + sigma.view(shape) * noise, sigma, **cond)
-    per = ((den.float() - x0.float()) ** 2).flatten(1).mean(1)
-    return (loss_weight(sigma.float(), sigma_data) * per).mean()
+    return weighted_dsm(den, x0, sigma, sigma_data, valid)

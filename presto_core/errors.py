@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 
 class PrestoError(ValueError):
     """Bad input or missing/corrupt weights: the message names the allowed range or the fix."""
@@ -16,15 +18,9 @@ def check_number(name: str, value, lo: float, hi: float, *, integer: bool = Fals
     """
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:
-            import numpy as np
-
-            if isinstance(value, np.generic) and not isinstance(value, np.bool_):
-                value = value.item()
-            else:
-                raise TypeError
-        except (ImportError, TypeError):
-            raise PrestoError(f"{name} must be {kind} in [{lo:g}, {hi:g}], got {value!r}") from None
+        if not isinstance(value, np.generic) or isinstance(value, np.bool_):
+            raise PrestoError(f"{name} must be {kind} in [{lo:g}, {hi:g}], got {value!r}")
+        value = value.item()
     if not math.isfinite(value):
         raise PrestoError(f"{name} must be {kind} in [{lo:g}, {hi:g}], got {value!r}")
     if integer:

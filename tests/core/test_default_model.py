@@ -57,10 +57,10 @@ def test_default_variant_generates_music_shaped_audio(pipe):
 
 def test_default_vae_keeps_the_notes_of_a_melody(pipe):
     # The first embedded VAE rendered rhythm but no pitch: its reconstruction of this melody had
-    # chroma correlation -0.002 with the input. The PCA spectral path (train/vae_pca.py) keeps notes.
+    # chroma correlation -0.002 with the input. The PCA spectral path (train/autoencoder/pca.py) keeps notes.
     import torch
 
-    from train.pitch import chroma_correlation
+    from train.evaluation.pitch import chroma_correlation
 
     sr = pipe.vae.cfg.sample_rate
     rng = np.random.default_rng(0)

@@ -24,7 +24,7 @@ from presto_core.audio import read_wav_settings  # noqa: E402
 from presto_core.errors import PrestoError  # noqa: E402
 from tests.factory import make_model_folder  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SR = 16000  # the micro model's sample rate
 QUICK = dict(prompt="dusty boom bap drums", bpm=96, duration=1.0, variant="presto-ls", steps=1, num_clips=1,
              reject_ratio=0.0, seed=11, drop_schedule="")
@@ -137,6 +137,37 @@ def test_quality_dial_picks_steps_and_layer_budget_together(server):
     assert 0 < est[0] < est[1]
 
 
+def test_each_request_is_validated_once(server, tmp_path, monkeypatch):
+    """The handler builds one validated request per generation; engine and pipeline pass it on."""
+    from app.handlers import Handlers
+    from app.results import RunStore
+    from presto_core.request import GenerationRequest
+
+    _, engine = server
+    calls = []
+    validated = GenerationRequest.validated
+    monkeypatch.setattr(GenerationRequest, "validated", lambda self, pipe: calls.append(1) or validated(self, pipe))
+    h = Handlers(engine, RunStore(tmp_path / "runs"))
+    args = dict(prompt="x", bpm=96, duration_mode="seconds", duration=1.0, bars=4, time_signature="4/4",
+                variant="presto-ls", steps=1, rho=7.0, reject_ratio=0.0, num_clips=1, seed=3, drop_schedule="")
+    quiet = lambda *a, **k: None  # noqa: E731
+    h.generate(**args, progress=quiet)
+    assert len(calls) == 1
+    sweep = {k: args[k] for k in ("prompt", "bpm", "duration_mode", "duration", "bars", "time_signature", "variant",
+                                  "steps", "seed", "drop_schedule")}
+    h.rho_sweep("1, 7", **{**sweep, "steps": 3}, progress=quiet)
+    assert len(calls) == 3  # one per rho
+    assert h.estimate(**args).startswith("**≈") and len(calls) == 4
+    with pytest.raises(TypeError, match="ValidatedRequest"):
+        engine.generate(GenerationRequest(prompt="x", duration=1.0))
+
+
+def test_app_uses_only_the_pipelines_public_api():
+    for path in (ROOT / "app").glob("*.py"):
+        src = path.read_text()
+        assert ".backbone" not in src and ".variants[" not in src and "_EVALS" not in src, path.name
+
+
 def test_info_endpoint(client):
     info = client.predict(api_name="/info")
     assert set(info["variants"]) == {"base", "presto-ls"} and info["variants"]["presto-ls"]["layer_budget"]
@@ -168,8 +199,33 @@ def test_rho_sweep_same_seed_across_rho(client):
     assert {s["seed"] for s in settings} == {11} and [s["rho"] for s in settings] == [1, 7, 1000]
     assert all(len(r["sigmas"]) == 2 for r in report["runs"])  # 1 step: [sigma_max, 0]
     assert "whatever rho" in report["note"]  # so the page warns that rho cannot matter here
+    for f, s in zip(files, settings):
+        assert sf.info(f).frames == round(QUICK["duration"] * SR) and s["duration"] == QUICK["duration"]
     with pytest.raises(Exception, match="rho must be a number in"):
         client.predict(rho_values="7, 5000", api_name="/rho_sweep")
+
+
+def test_rho_sweep_one_clip_per_rho_with_its_schedule(client):
+    """3 steps: one clip per rho, each of the requested duration, its settings recording its rho
+    (same prompt, seed, variant and steps), and rho moving the middle noise level and the audio."""
+    rhos = [1, 7, 1000]
+    files, report = client.predict(rho_values="1, 7, 1000", prompt=QUICK["prompt"], bpm=96, duration=2.0,
+                                   variant="presto-ls", steps=3, seed=21, api_name="/rho_sweep")
+    assert len(files) == len(report["runs"]) == 3 and report["note"] is None
+    assert (report["seed"], report["variant"], report["steps"]) == (21, "presto-ls", 3)
+    audio = []
+    for f, run, rho in zip(files, report["runs"], rhos):
+        s = read_wav_settings(f)
+        assert run["rho"] == s["rho"] == rho and run["file"] == Path(f).name
+        assert (s["seed"], s["prompt"], s["variant"], s["steps"], s["num_clips"]) == (21, QUICK["prompt"],
+                                                                                      "presto-ls", 3, 1)
+        a, sr = sf.read(f, dtype="float32")
+        assert sr == SR and a.shape == (2 * SR,) and s["duration"] == 2.0
+        assert len(run["sigmas"]) == 4 and run["sigmas"][0] == 80 and run["sigmas"][-1] == 0
+        audio.append(a)
+    mids = [run["sigmas"][1] for run in report["runs"]]
+    assert mids[0] > mids[1] > mids[2]  # larger rho puts the middle step at lower noise
+    assert not np.array_equal(audio[0], audio[1]) and not np.array_equal(audio[1], audio[2])
 
 
 def test_ab_compare_two_variants_same_seed(client):
@@ -181,6 +237,22 @@ def test_ab_compare_two_variants_same_seed(client):
     _, same = client.predict("base", "presto-ls", False, QUICK["prompt"], 96, "seconds", 1.0, 4, "4/4", 1, 7.0, 5,
                              api_name="/ab_compare")
     assert same["A"]["steps"] == same["B"]["steps"] == 1
+    # Two clips of the requested length, same prompt and seed, each side named in its settings.
+    assert len(files) == 2 and report["seed"] == 5
+    assert (a["ab_side"], b["ab_side"]) == ("A", "B") and a["prompt"] == b["prompt"] == QUICK["prompt"]
+    assert (report["A"]["variant"], report["B"]["variant"]) == ("base", "presto-ls")
+    assert [report[k]["file"] for k in "AB"] == [Path(f).name for f in files]
+    clips = [sf.read(f, dtype="float32")[0] for f in files]
+    assert all(c.shape == (SR,) for c in clips)
+    assert not np.array_equal(clips[0], clips[1])  # different variants, same noise: different clips
+
+
+def test_ab_compare_same_variant_twice_gives_the_same_clip(client):
+    files, report = client.predict("base", "base", False, QUICK["prompt"], 96, "seconds", 1.0, 4, "4/4", 2, 7.0, 8,
+                                   api_name="/ab_compare")
+    a, b = (read_wav_settings(f) for f in files)
+    assert a["variant"] == b["variant"] == "base" and a["seed"] == b["seed"] == 8 and a["steps"] == b["steps"] == 2
+    np.testing.assert_array_equal(sf.read(files[0])[0], sf.read(files[1])[0])
 
 
 def test_variation_from_a_generated_clip(client):
@@ -248,6 +320,7 @@ def test_unexpected_failure_is_reported_and_server_survives(server, client, monk
     assert len(gen(client)[0]) == 1
 
 
+@pytest.mark.slow
 def test_missing_default_model_is_one_clear_line(tmp_path):
     with pytest.raises(PrestoError, match="pass --model"):
         resolve_model(None, tmp_path / "presto-default")

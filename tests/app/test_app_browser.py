@@ -19,9 +19,11 @@ from tests.factory import make_model_folder  # noqa: E402
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SHOTS = Path(__file__).resolve().parents[1] / "assets" / "screenshots"
+SHOTS = Path(__file__).resolve().parents[2] / "assets" / "screenshots"
 SAVE = os.environ.get("PRESTO_SCREENSHOTS") == "1"
 TIMEOUT_MS = 90_000
+
+pytestmark = pytest.mark.slow  # a real server and clients (or a browser): tens of seconds
 
 
 @pytest.fixture(scope="module")

@@ -181,14 +181,33 @@ def test_num_candidates_table(ratio, expected):
 
 
 def test_num_candidates_float_edges_and_errors():
-    assert num_candidates(9, 0.1) == 10 and num_candidates(7, 0.3) == 10 and num_candidates(1, 0.95) == 20
+    # The limits are the user-facing ones of presto_core.limits (reject_ratio [0, 0.9], 32 candidates).
+    assert num_candidates(9, 0.1) == 10 and num_candidates(7, 0.3) == 10 and num_candidates(1, 0.9) == 10
     assert num_candidates(np.int64(4), np.float64(0.5)) == 8
-    for bad in (-0.1, 0.96, 1.0, float("nan"), "0.5", None):
-        with pytest.raises(PrestoError, match=r"reject_ratio.*\[0, 0.95\]"):
+    for bad in (-0.1, 0.95, 1.0, float("nan"), "0.5", None):
+        with pytest.raises(PrestoError, match=r"reject_ratio.*\[0, 0.9\]"):
             num_candidates(4, bad)
     for bad in (0, -1, 2.5, True):
         with pytest.raises(PrestoError, match="number of clips"):
             num_candidates(bad, 0.5)
+
+
+def test_num_candidates_uses_the_request_limits():
+    from presto_core.request import LIMITS
+
+    assert LIMITS["reject_ratio"] == (0.0, 0.9) and LIMITS["candidates"] == (1, 32)
+    assert num_candidates(8, 0.75) == 32  # the most candidates allowed
+    with pytest.raises(PrestoError, match="at most 32 candidates"):
+        num_candidates(8, 0.8)
+    with pytest.raises(PrestoError, match=r"number of clips.*\[1, 32\]"):
+        num_candidates(33, 0.0)
+
+
+def test_no_lazy_laion_reexport():
+    """LaionClapScorer lives in clap_laion only (clap.py no longer imports it back: no circle)."""
+    import presto_core.clap as clap
+
+    assert not hasattr(clap, "LaionClapScorer")
 
 
 def test_select_best_order_ties_and_errors():

@@ -17,9 +17,11 @@ from app.testing import free_port  # noqa: E402
 from presto_core.audio import read_wav_settings  # noqa: E402
 from tests.factory import make_model_folder  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLIENTS, ROUNDS = 8, 5
 MAX_GROWTH_MB = 300
+
+pytestmark = pytest.mark.slow  # a real server and clients (or a browser): tens of seconds
 
 
 @pytest.fixture(scope="module")

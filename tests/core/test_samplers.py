@@ -11,6 +11,7 @@ from presto_core.samplers import (
     SAMPLERS,
     Denoised,
     batched_guidance,
+    call_sigmas,
     cfg,
     cfg_pp,
     get_sampler,
@@ -91,6 +92,26 @@ def test_evaluation_counts_and_callback(gen):
         get_sampler(name)(den, noise(gen), edm.karras_sigmas(6), gen, lambda i, n, x: seen.append((i, n)))
         assert count[0] == calls, name
         assert seen == [(i, 6) for i in range(6)]
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("steps", [1, 2, 6])
+def test_call_sigmas_lists_every_denoiser_call(gen, name, steps):
+    sigmas = edm.karras_sigmas(steps)
+    seen = []
+
+    def den(x, sigma):
+        seen.append(float(sigma))
+        return gauss_denoiser()(x, sigma)
+
+    get_sampler(name)(den, noise(gen), sigmas, gen)
+    assert call_sigmas(name, sigmas) == pytest.approx(seen, rel=1e-6)
+    s = sigmas.tolist()
+    if name == "dpmpp_2s":  # each step's log-sigma midpoint, except on the final step to 0
+        mids = [math.sqrt(a * b) for a, b in zip(s[:-2], s[1:-1])]
+        assert call_sigmas(name, sigmas)[1::2] == pytest.approx(mids)
+    with pytest.raises(PrestoError, match="sampler must be one of"):
+        call_sigmas("nope", sigmas)
 
 
 # ---------------------------------------------------------------------------------------------

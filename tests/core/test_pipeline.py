@@ -195,3 +195,66 @@ def test_schedule_starts_lower_for_variations(pipe):
     part = pipe.schedule(var)
     assert part[0] == pytest.approx(float(karras_ramp(torch.tensor(0.5, dtype=torch.float64), 0.002, 80.0, 7.0)))
     assert part[0] < 80.0 and part[3] == pytest.approx(0.002) and part[4] == 0
+
+
+@pytest.mark.parametrize("variant, kw", [
+    ("base", {}),
+    ("presto-l", {}),
+    ("presto-l", dict(drop_schedule=(0, 0, 0, 0, 0))),
+    ("presto-s", {}),
+    ("presto-ls", dict(steps=3)),
+])
+def test_cost_matches_what_generate_runs(pipe, variant, kw):
+    """PrestoPipeline.cost counts the DiT forwards and the blocks they run exactly as generate does."""
+    from presto_core.request import GenerationRequest
+
+    req = GenerationRequest(prompt="x", duration=1.0, variant=variant, num_clips=2, seed=0, **kw).validated(pipe)
+    cost = pipe.cost(req)
+    dit = pipe.variants[variant][1].backbone
+    calls, blocks = [0], [0]
+    hooks = [dit.register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))]
+    hooks += [b.register_forward_hook(lambda *a: blocks.__setitem__(0, blocks[0] + 1)) for b in dit.blocks]
+    try:
+        pipe.generate(req)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert cost.calls == calls[0]
+    assert cost.active_fraction == pytest.approx(blocks[0] / (calls[0] * dit.cfg.depth))
+    dropping = bool(req.drop_schedule or pipe.variant_spec(variant).drop_schedule) and req.drop_schedule != (0,) * 5
+    assert (cost.active_fraction < 1.0) == dropping
+    frames = math.ceil(16000 / 320)
+    assert (cost.candidates, cost.frames, cost.decoded_frames, cost.clap_seconds) == (2, frames, 2 * frames, 2.0)
+    assert cost.dit_gflop > 0
+
+
+def test_cost_grows_with_steps_candidates_and_guidance(pipe):
+    from presto_core.request import GenerationRequest
+
+    def cost(**kw):
+        return pipe.cost(GenerationRequest(prompt="x", duration=1.0, **kw).validated(pipe))
+
+    one = cost(variant="base", steps=2)
+    assert one.calls == 3  # DPM-Solver++(2S): 2 calls on the first step, 1 on the final step to 0
+    assert cost(variant="base", steps=4).dit_gflop > one.dit_gflop
+    assert cost(variant="base", steps=2, num_clips=2).dit_gflop == pytest.approx(2 * one.dit_gflop)
+    s = cost(variant="presto-s", steps=3)  # no guidance: half the batch of a guided model per call
+    assert s.calls == 3 and s.dit_gflop == pytest.approx(one.dit_gflop / 2)
+
+
+def test_validated_request_is_not_validated_again(pipe, monkeypatch):
+    from presto_core.request import GenerationRequest, ValidatedRequest
+
+    req = GenerationRequest(prompt=" x ", duration=1.0, variant="presto-ls", num_clips=2, reject_ratio=0.5,
+                            seed=4).validated(pipe)
+    assert isinstance(req, ValidatedRequest) and req.prompt == "x" and req.steps == 2 and req.candidates == 4
+
+    def fail(self, pipe):
+        raise AssertionError("validated twice")
+
+    monkeypatch.setattr(GenerationRequest, "validated", fail)
+    res = pipe.generate(req)
+    assert res.settings["candidates"] == 4 and "validated" not in str(res.settings)
+    assert list(res.settings)[-3:] == ["candidates", "model", "sampler"]  # same settings keys as before
+    with pytest.raises(AssertionError, match="validated twice"):
+        pipe.generate(prompt="x", duration=1.0)  # keyword callers are validated by generate

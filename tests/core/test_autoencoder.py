@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from presto_core.audio import loudness_normalize, mrstft_distance, peak_normalize, resample, rms_db, si_sdr, to_mono
+from presto_core.audio import mrstft_distance, resample, si_sdr, to_mono
 from presto_core.audio_layers import ISTFTHead, overlap_add_istft
 from presto_core.autoencoder import AudioVAE, VAEConfig
 from presto_core.errors import PrestoError
@@ -208,12 +208,11 @@ def test_audio_utils():
     assert abs(peak_hz - f) <= 1.0
     stereo = np.stack([sine, 0 * sine])
     assert to_mono(stereo).shape == (sr,) and np.allclose(to_mono(stereo), sine / 2)
-    assert rms_db(loudness_normalize(0.01 * sine, -20.0)) == pytest.approx(-20.0, abs=0.01)
-    assert np.max(np.abs(peak_normalize(3 * sine, 0.9))) == pytest.approx(0.9, rel=1e-5)
     with pytest.raises(PrestoError):
         resample(sine, 0, 16000)
 
 
+@pytest.mark.slow
 def test_overfit_one_clip():
     """~150 Adam steps on 0.5 s of sine + noise cut the multi-resolution STFT loss by > 40%."""
     torch.manual_seed(0)
