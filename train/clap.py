@@ -21,8 +21,13 @@ import torch
 
 from presto_core import checkpoint as ckpt
 from presto_core.clap import ClapConfig, EmbeddedClap
-from train.base import TextCache
-from train.loop import LoopConfig, Run, load_config, parse_args, run_main, to_dict
+from presto_core.text import load_text_encoder
+from train.data.augment import AugmentConfig
+from train.data.dataset import AudioDataset, collate
+from train.data.text_cache import TextCache
+from train.evaluation.retrieval import retrieval_accuracy
+from train.infra.config import LoopConfig
+from train.infra.run import run_main, start_stage
 
 
 @dataclass
@@ -41,21 +46,10 @@ class ClapStageConfig:
     text_cache_size: int = 100_000
 
 
-def retrieval_accuracy(text_emb: torch.Tensor, audio_emb: torch.Tensor, ks=(1, 5)) -> dict[str, float]:
-    """Text->audio retrieval over N matching pairs (N, D) each: the fraction of texts whose own clip
-    ranks within the top k of all N clips by cosine similarity (ties count against)."""
-    sim = text_emb.float() @ audio_emb.float().t()
-    own = sim.diagonal()[:, None]
-    rank = (sim > own).sum(dim=1) + ((sim == own).sum(dim=1) - 1)  # 0 = best
-    return {f"top{k}": float((rank < k).float().mean()) for k in ks}
-
-
 class HeldoutSet:
     """One fixed crop and caption per held-out piece, loaded once."""
 
     def __init__(self, data, cfg: ClapStageConfig):
-        from train.data.dataset import AudioDataset
-
         try:
             ds = AudioDataset(data.root, cfg.crop_seconds, cfg.model.sample_rate, split=data.heldout_split,
                               seed=cfg.loop.seed + 1)
@@ -87,17 +81,8 @@ class HeldoutSet:
 
 def train(argv: list[str] | None = None) -> Path:
     """Entry point (see module doc). Returns the run folder."""
-    args = parse_args("clap", argv)
-    data, cfg, name = load_config(args.config, "clap", ClapStageConfig, args.overrides)
-    if cfg.data_root:
-        data = dataclasses.replace(data, root=cfg.data_root)
-    run = Run("clap", cfg.loop, args, config_name=name,
-              config_record={"config": to_dict(cfg), "data": to_dict(data), "config_file": str(args.config)})
-
-    from presto_core.text import load_text_encoder
-    from train.data.augment import AugmentConfig
-    from train.data.dataset import AudioDataset, collate
-
+    _, data, cfg, run = start_stage("clap", ClapStageConfig, argv, adjust_data=lambda data, cfg: (
+        dataclasses.replace(data, root=cfg.data_root) if cfg.data_root else data))
     encoder = load_text_encoder(cfg.text_encoder, device=run.device)
     if encoder.dim != cfg.model.text_dim:
         raise ValueError(f"clap.model.text_dim={cfg.model.text_dim} but the text encoder gives {encoder.dim}-d tokens")
@@ -135,13 +120,13 @@ def train(argv: list[str] | None = None) -> Path:
         if run.step % cfg.eval_every == 0 or run.done:
             evaluate()
 
-    run.finish()
-    if run.is_main:
+    def export() -> Path:
         dst = run.out_dir / "export" / "clap"
         ckpt.save_component(dst, ema.copy_to(EmbeddedClap(cfg.model)), cfg.model,
                             meta={"text_encoder": cfg.text_encoder, "step": run.step})
-        run.print(f"exported {dst}")
-    return run.out_dir
+        return dst
+
+    return run.finish(export=export)
 
 
 def main(argv: list[str] | None = None) -> int:

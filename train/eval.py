@@ -13,7 +13,7 @@ one clip per held-out prompt (caption + bpm of
 the corpus's "heldout" split, or the model folder's prompts.json), seed ``--seed + i``. Generated
 clips and the held-out real audio (first ``--duration`` seconds of each file) are embedded with
 the model's CLAP (or a laion-clap checkpoint, ``--clap-checkpoint``, the paper's backbone) and
-compared with :mod:`train.metrics`: FAD, MMD (x1000), CLAP score (x100, as in the paper),
+compared with :mod:`train.evaluation.metrics`: FAD, MMD (x1000), CLAP score (x100, as in the paper),
 density, recall, coverage. CLAP rejection (appendix A.10): the same for one variant at
 ``--reject-ratio``.
 
@@ -34,8 +34,6 @@ import argparse
 import datetime as dt
 import json
 import math
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -44,7 +42,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train import metrics
+from presto_core.clap import num_candidates
+from presto_core.clap_laion import LaionClapScorer
+from presto_core.pipeline import PrestoPipeline
+from presto_core.request import LIMITS
+from train.data.dataset import load_mono, read_metadata
+from train.evaluation import metrics
+from train.evaluation.clips import clamp_bpm, embed_audio, embed_text, generate_set
+from train.evaluation.reporting import command_line, fmt, machine_info, markdown_table, run_reported
 
 QUALITY_COLS = ("fad", "mmd", "clap", "density", "recall", "coverage")
 SPEED_COLS = ("generation_ms", "decoding_ms", "mono_latency_ms", "rtf", "total_ms", "rtf_e2e", "speedup")
@@ -60,8 +65,6 @@ def heldout_items(corpus: str | None, pipe) -> list[dict]:
     """Prompts to generate for: {prompt, bpm, path or None}, from the corpus's heldout split or
     the model folder's prompts.json (which has no real audio)."""
     if corpus:
-        from train.data.dataset import read_metadata
-
         recs = read_metadata(corpus, "heldout")
         if not recs:
             raise SystemExit(f"{corpus}: metadata.jsonl has no items with split 'heldout'")
@@ -77,32 +80,8 @@ def heldout_items(corpus: str | None, pipe) -> list[dict]:
     return items
 
 
-def clamp_bpm(bpm: float) -> float:
-    """A BPM label clamped into the range a generation request accepts (presto_core.request.LIMITS)."""
-    from presto_core.request import LIMITS
-
-    lo, hi = LIMITS["bpm"]
-    return float(min(max(bpm, lo), hi))
-
-
-def embed_audio(scorer, clips: list[np.ndarray], sr: int, batch: int = 8) -> np.ndarray:
-    """Equal-length mono clips at ``sr`` -> (N, D) CLAP embeddings."""
-    out = []
-    for i in range(0, len(clips), batch):
-        wav = torch.from_numpy(np.stack(clips[i:i + batch]).astype(np.float32))
-        out.append(scorer.embed_audio(wav, sr).float().cpu().numpy())
-    return np.concatenate(out)
-
-
-def embed_text(scorer, prompts: list[str], batch: int = 32) -> np.ndarray:
-    return np.concatenate([scorer.embed_text(prompts[i:i + batch]).float().cpu().numpy()
-                           for i in range(0, len(prompts), batch)])
-
-
 def real_embeddings(scorer, items: list[dict], duration: float, limit: int | None) -> np.ndarray | None:
     """CLAP embeddings (N_real, D) of the first ``duration`` s of each held-out file, or None."""
-    from train.data.dataset import load_mono
-
     paths = [it["path"] for it in items if it["path"]][: limit or None]
     if not paths:
         return None
@@ -147,19 +126,6 @@ def paper_steps(spec, overrides: dict | None = None) -> int:
     return PAPER_STEPS.get(spec.sampler, spec.steps)
 
 
-def generate_set(pipe, variant: str, items: list[dict], num: int, duration: float, seed: int,
-                 reject_ratio: float = 0.0, steps: int | None = None) -> tuple[list[np.ndarray], list[str]]:
-    """One clip per prompt for ``num`` prompts (cycling through ``items``)."""
-    clips, prompts = [], []
-    for i in range(num):
-        it = items[i % len(items)]
-        res = pipe.generate(prompt=it["prompt"], bpm=clamp_bpm(it["bpm"]), duration=duration, num_clips=1,
-                            variant=variant, seed=seed + i, reject_ratio=reject_ratio, steps=steps)
-        clips.append(res.clips[0].audio)
-        prompts.append(it["prompt"])
-    return clips, prompts
-
-
 # ---------------------------------------------------------------------------------------------
 # Speed
 
@@ -167,9 +133,6 @@ def generate_set(pipe, variant: str, items: list[dict], num: int, duration: floa
 def batch_kwargs(batch: int, has_clap: bool) -> dict:
     """num_clips / reject_ratio that make generate() sample exactly ``batch`` candidates: up to
     8 (the clip limit) directly, beyond that through CLAP rejection (needs a CLAP model)."""
-    from presto_core.clap import num_candidates
-    from presto_core.request import LIMITS
-
     n_max = LIMITS["num_clips"][1]
     if batch <= n_max:
         return {"num_clips": batch, "reject_ratio": 0.0}
@@ -251,41 +214,6 @@ def speed_row(pipe, variant: str, batch: int, duration: float, repeats: int, pro
 # Report
 
 
-def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "device": str(device)}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def _fmt(v, digits: int = 3) -> str:
-    if isinstance(v, str):
-        return v
-    if isinstance(v, float) and math.isfinite(v) and v == round(v, 2) and abs(v) < 10:
-        return f"{v:g}"
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
-    if isinstance(v, int):
-        return str(v)
-    return f"{v:.{digits}f}" if abs(v) < 1e5 else f"{v:.3g}"
-
-
-def markdown_table(rows: list[dict], cols: list[tuple[str, str]]) -> list[str]:
-    """Markdown table lines of ``rows`` with ``cols`` = [(key, header), ...]."""
-    out = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(_fmt(r.get(k)) for k, _ in cols) + " |" for r in rows]
-    return out
-
-
 def render_markdown(report: dict) -> str:
     m, a = report["machine"], report["args"]
     lines = ["# Presto evaluation", ""]
@@ -310,8 +238,8 @@ def render_markdown(report: dict) -> str:
                             ("recall", "Recall ↑"), ("coverage", "Coverage ↑"), ("k", "k")])
     if report.get("rejection"):
         r = report["rejection"]
-        lines += ["", f"CLAP rejection ({r['variant']}): mean CLAP score x100 {_fmt(r['clap_r0'])} at "
-                      f"reject_ratio 0 vs {_fmt(r['clap_r'])} at {r['reject_ratio']} (row above with Reject > 0)."]
+        lines += ["", f"CLAP rejection ({r['variant']}): mean CLAP score x100 {fmt(r['clap_r0'])} at "
+                      f"reject_ratio 0 vs {fmt(r['clap_r'])} at {r['reject_ratio']} (row above with Reject > 0)."]
     lines += ["", "## Speed", "",
               "Median of " + str(a["repeats"]) + " runs after one warm-up. Mono latency = generation + decoding "
               "(paper appendix A.6); RTF = batch x duration / mono latency; end-to-end adds text encoding "
@@ -393,16 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, command: str) -> dict:
     """Evaluate and return the report dict (also written to args.out and its .json)."""
-    from presto_core.pipeline import PrestoPipeline
-
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
     pipe = PrestoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision, variants=variants)
     names = pipe.variant_names
     if args.clap_checkpoint:
-        from presto_core.clap_laion import LaionClapScorer
-
         scorer = LaionClapScorer(args.clap_checkpoint, amodel=args.clap_amodel, enable_fusion=args.clap_fusion,
                                  device=pipe.device)
         backbone = f"laion-clap {Path(args.clap_checkpoint).name} ({args.clap_amodel})"
@@ -488,13 +412,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.num < 1 or args.repeats < 1:
         raise SystemExit("--num and --repeats must be >= 1")
-    command = "python -m train.eval " + " ".join(shlex.quote(a) for a in argv)
-    from presto_core.errors import PrestoError
-
-    try:
-        report = run(args, command)
-    except PrestoError as e:
-        print(f"error: {e}", file=sys.stderr)
+    report = run_reported(run, args, command_line("python -m train.eval", argv))
+    if report is None:
         return 2
     print(render_markdown(report))
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}")

@@ -16,33 +16,19 @@ only combination that avoids generator collapse, A.4). Export: the generator's E
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
-from presto_core.budget import PRESTO_LS, DropSchedule, check_schedule
+from presto_core.budget import DropSchedule
 from presto_core.dit import DiTConfig
-from train.loop import ConfigError, run_main
-from train.presto_s import PrestoSStageConfig, train_stage
-
-
-@dataclass
-class PrestoLSStageConfig(PrestoSStageConfig):
-    """The ``presto_ls`` section: every ``presto_s`` field plus the generator's start and schedule."""
-
-    generator_model: str = "runs/tiny/presto_l/export/presto_l"  # Presto-L DiT component (train.presto_l's export)
-    schedule: tuple[int, ...] = PRESTO_LS  # blocks dropped per descending-noise quintile, 28-block reference
-
-    def __post_init__(self):
-        super().__post_init__()
-        try:
-            self.schedule = check_schedule(self.schedule)
-        except ValueError as e:
-            raise ConfigError(f"presto_ls.schedule: {e}") from None
+from train.diffusion.common import dit_config
+from train.diffusion.configs import PrestoLSStageConfig
+from train.diffusion.distill import train_stage
+from train.diffusion.model_folder import variant_dict
+from train.infra.config import ConfigError
+from train.infra.run import run_main
 
 
 def generator_init(cfg: PrestoLSStageConfig) -> str:
     """Check that ``generator_model`` is a budget-conditioned DiT shaped like the base; return it."""
-    from train.base import dit_config
-
     gen = dit_config(cfg.generator_model, "presto_ls.generator_model")
     base = dit_config(cfg.base_model, "presto_ls.base_model")
     if not gen.get("budget_conditioning") or gen.get("drop_mode", "shifted") != "shifted":
@@ -61,8 +47,8 @@ def generator_kwargs(cfg: PrestoLSStageConfig, gen_cfg: DiTConfig):
 
 
 def variant(cfg: PrestoLSStageConfig) -> dict:
-    return {"component": "presto_ls", "sampler": "pingpong", "steps": int(cfg.sampler_steps),
-            "guidance": {"kind": "none"}, "drop_schedule": list(cfg.schedule)}
+    """The exported "presto-ls" variant: unguided ping-pong sampling with the reduced drop schedule."""
+    return variant_dict("presto_ls", "pingpong", cfg.sampler_steps, drop_schedule=cfg.schedule)
 
 
 def train(argv: list[str] | None = None):

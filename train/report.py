@@ -10,7 +10,7 @@ tempo adherence of generated samples and CLAP retrieval, as Markdown tables (and
    Multi-resolution STFT distance (lower is better) and SI-SDR (dB, higher is better), mean and
    per piece. Two references scored the same way: the input low-passed at 4 kHz (a band-limited
    but otherwise perfect codec) and another held-out piece in place of the reconstruction (chance).
-   Chroma correlation with the input (train/pitch.py) says whether the notes survive.
+   Chroma correlation with the input (train/evaluation/pitch.py) says whether the notes survive.
 2. Tempo adherence: ``--num`` clips (default 16) of ``--duration`` s (default 10) with
    ``--variant``, one per held-out prompt (first caption and labelled BPM, cycling), seeds
    ``--seed + i``; tempo measured by librosa's estimator (train.data.inspect_corpus). Rows: the
@@ -18,7 +18,7 @@ tempo adherence of generated samples and CLAP retrieval, as Markdown tables (and
    the agreement a model that ignores BPM gets); the real held-out audio (crops of the same length)
    against its label (the tracker's own accuracy) and against the other labels. "ok" = within 4 %,
    "octave" = at 1/2x or 2x; the error is |measured / target - 1| after folding octaves.
-   Pitch content: tonal clarity (train/pitch.py) of the generated clips, of real held-out crops,
+   Pitch content: tonal clarity (train/evaluation/pitch.py) of the generated clips, of real held-out crops,
    of the VAE's reconstructions and of white noise: rhythmic noise scores near the noise row.
 3. CLAP retrieval with the model folder's CLAP: text -> audio top-1 / top-5 over the held-out
    pieces (one ``--clap-seconds`` crop each, default 10; first caption, and the mean over the
@@ -33,18 +33,26 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
+from presto_core.audio import mrstft_distance, si_sdr, write_wav
 from presto_core.errors import PrestoError, check_number
-from train.eval import clamp_bpm, markdown_table, embed_audio, embed_text, generate_set, machine_info
-from train.pitch import chroma_correlation, tonal_clarity
+from presto_core.pipeline import PrestoPipeline
+from presto_core.request import LIMITS
+from train.data.augment import rms_normalize
+from train.data.dataset import load_mono, read_metadata
+from train.evaluation.clips import clamp_bpm, embed_audio, embed_text, generate_set
+from train.evaluation.pitch import chroma_correlation, tonal_clarity
+from train.evaluation.reporting import command_line, machine_info, markdown_table, run_reported
+from train.evaluation.retrieval import retrieval_accuracy
+from train.evaluation.tempo import measure_tempo, tempo_match
 
 TARGET_DB = -20.0  # training loudness of every crop (train.data.dataset, train.vae)
 CROP_START_S = 4.0  # skips count-ins and fade-ins
@@ -59,8 +67,6 @@ OCTAVES = (0.5, 1.0, 2.0)
 def heldout_records(corpus: str) -> list[dict]:
     """{prompt (first caption), captions, bpm, path} of each held-out piece of CORPUS/metadata.jsonl.
     Raises PrestoError if the file is missing or malformed or has no held-out piece."""
-    from train.data.dataset import read_metadata
-
     try:
         recs = read_metadata(corpus, "heldout")
     except (OSError, ValueError) as e:
@@ -74,11 +80,6 @@ def heldout_records(corpus: str) -> list[dict]:
 def load_crop(path: str, sample_rate: int, seconds: float, start_s: float = CROP_START_S) -> np.ndarray:
     """Mono float32 crop, shape (round(seconds * sample_rate),), from ``start_s`` into the file (earlier
     if the file ends sooner; zero-padded if shorter than ``seconds``), RMS-normalised to -20 dBFS."""
-    import soundfile as sf
-
-    from train.data.augment import rms_normalize
-    from train.data.dataset import load_mono
-
     start = min(start_s, max(sf.info(path).duration - seconds, 0.0))
     n = int(round(seconds * sample_rate))
     wav = load_mono(path, sample_rate, start, seconds)[:n]
@@ -87,8 +88,6 @@ def load_crop(path: str, sample_rate: int, seconds: float, start_s: float = CROP
 
 def normalized(clips: list[np.ndarray]) -> list[np.ndarray]:
     """Clips RMS-normalised to the training loudness (what CLAP was trained on)."""
-    from train.data.augment import rms_normalize
-
     return [rms_normalize(c, TARGET_DB) for c in clips]
 
 
@@ -105,9 +104,7 @@ def lowpass(x: torch.Tensor, sample_rate: int, cutoff_hz: float = LOWPASS_HZ) ->
 
 def pair_metrics(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int) -> dict[str, float]:
     """Mean per-clip multi-resolution STFT distance, SI-SDR (dB) and chroma correlation
-    (train/pitch.py: 1 = same notes) of (K, 1, N) estimates against their references."""
-    from presto_core.audio import mrstft_distance, si_sdr
-
+    (train/evaluation/pitch.py: 1 = same notes) of (K, 1, N) estimates against their references."""
     pairs = list(zip(estimate, reference))
     return {"mrstft": statistics.fmean(float(mrstft_distance(e, r)) for e, r in pairs),
             "si_sdr": statistics.fmean(float(si_sdr(e[0], r[0])) for e, r in pairs),
@@ -152,7 +149,7 @@ def mean_clarity(clips: list[np.ndarray], sample_rate: int) -> dict:
 
 def pitch_section(clips: list[np.ndarray], items: list[dict], seconds: float, sample_rate: int,
                   vae_clarity: dict) -> dict:
-    """Tonal clarity (train/pitch.py: 1/12 = noise) of the generated clips beside real held-out
+    """Tonal clarity (train/evaluation/pitch.py: 1/12 = noise) of the generated clips beside real held-out
     crops of the same length, the VAE's reconstructions of them, and white noise."""
     real = [load_crop(it["path"], sample_rate, seconds) for it in items]
     noise = np.random.default_rng(0).standard_normal(int(seconds * sample_rate)).astype(np.float32)
@@ -175,9 +172,7 @@ def octave_error(measured: float, target: float) -> float:
 
 def tempo_stats(pairs: list[tuple[float, float]]) -> dict:
     """Agreement of (measured, target) BPM pairs: n, fraction "ok", fraction "ok" or "octave"
-    (train.data.inspect_corpus.tempo_match) and the median octave-folded relative error."""
-    from train.data.inspect_corpus import tempo_match
-
+    (train.evaluation.tempo.tempo_match) and the median octave-folded relative error."""
     if not pairs:
         return {"n": 0, "ok": None, "ok_or_octave": None, "median_error": None}
     matches = [tempo_match(m, t) for m, t in pairs]
@@ -194,16 +189,12 @@ def chance_pairs(measured: list[float], owners: list[int], bpms: list[float]) ->
 
 def measure_all(clips: list[np.ndarray], sample_rate: int) -> list[float]:
     """Measured tempo (BPM) of each clip."""
-    from train.data.inspect_corpus import measure_tempo
-
     return [measure_tempo(c, sample_rate) for c in clips]
 
 
 def tempo_section(pipe, items: list[dict], clips: list[np.ndarray], duration: float, seed: int) -> dict:
     """Tempo rows for generated ``clips`` (clip i for ``items[i % len(items)]``, seed + i) and the
     real held-out audio cropped to ``duration`` s; per-clip measurements beside."""
-    from train.data.inspect_corpus import tempo_match
-
     sr = pipe.sample_rate
     owners = [i % len(items) for i in range(len(clips))]
     requested = [clamp_bpm(it["bpm"]) for it in items]
@@ -230,8 +221,6 @@ def tempo_section(pipe, items: list[dict], clips: list[np.ndarray], duration: fl
 
 def retrieval_row(name: str, text_emb: np.ndarray, audio_emb: np.ndarray) -> dict:
     """Text -> audio top-1/top-5 over N matching (N, D) pairs, with the chance levels 1/N and min(5, N)/N."""
-    from train.clap import retrieval_accuracy
-
     n = len(text_emb)
     acc = retrieval_accuracy(torch.from_numpy(text_emb), torch.from_numpy(audio_emb))
     return {"name": name, "n": n, "top1": acc["top1"], "chance1": 1.0 / n, "top5": acc["top5"],
@@ -273,8 +262,6 @@ def clap_section(scorer, items: list[dict], seconds: float, clips: list[np.ndarr
 
 def check_args(args: argparse.Namespace) -> None:
     """Range checks that fail before any model runs; PrestoError names the option and range."""
-    from presto_core.request import LIMITS
-
     check_number("--num", args.num, 1, 1024, integer=True)
     check_number("--duration", args.duration, *LIMITS["duration"])
     if args.steps is not None:
@@ -288,8 +275,6 @@ def save_clips(folder: str, clips: list[np.ndarray], prompts: list[str], items: 
                seed: int) -> None:
     """Write generated clip i as FOLDER/clip-ii.wav (16-bit) with its prompt, BPM and seed in the
     WAV comment, so the report's numbers can be checked by ear."""
-    from presto_core.audio import write_wav
-
     Path(folder).mkdir(parents=True, exist_ok=True)
     for i, (clip, prompt) in enumerate(zip(clips, prompts)):
         bpm = clamp_bpm(items[i % len(items)]["bpm"])
@@ -298,8 +283,6 @@ def save_clips(folder: str, clips: list[np.ndarray], prompts: list[str], items: 
 
 def run(args: argparse.Namespace, command: str) -> dict:
     """Measure every section and return the report dict (see :func:`render_markdown`)."""
-    from presto_core.pipeline import PrestoPipeline
-
     check_args(args)
     items = heldout_records(args.corpus)
     pipe = PrestoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
@@ -414,11 +397,8 @@ def write_outputs(report: dict, json_path: str | None, md_path: str | None) -> l
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    command = "python -m train.report " + shlex.join(argv)
-    try:
-        report = run(args, command)
-    except PrestoError as e:
-        print(f"error: {e}", file=sys.stderr)
+    report = run_reported(run, args, command_line("python -m train.report", argv))
+    if report is None:
         return 2
     print(render_markdown(report))
     for p in write_outputs(report, args.json, args.markdown):

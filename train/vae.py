@@ -4,17 +4,17 @@
         [--out RUN_DIR] [--resume latest] [--max-steps N] [--set vae.kl_weight=1e-3] [--cpu]
 
 With ``pca_init`` the VAE's fixed spectral path (VAEConfig.spectral_skip) is first fitted as a
-whitened PCA of training crops (train/vae_pca.py). Then per step, on random mono crops of the
+whitened PCA of training crops (train/autoencoder/pca.py). Then per step, on random mono crops of the
 corpus (train/data/dataset.py, loudness-normalised):
 
 1. recon, mean, logvar = VAE(wav) with a reparameterised posterior draw (noise from the run's
    per-step generator, so resumed runs repeat uninterrupted ones);
 2. from ``gan_start_step`` on, one discriminator update (multi-period + multi-band STFT
-   discriminators, train/discriminators.py) with the least-squares GAN loss on real vs detached
+   discriminators, train/autoencoder/discriminators.py) with the least-squares GAN loss on real vs detached
    reconstructions (AdamW, its own grad clip ``disc_grad_clip``);
 3. one VAE update on mel_weight * multi-scale log-mel L1 + kl_weight * KL (element mean)
    [+ stft_weight * multi-resolution STFT] [+ spec_weight * latent spectrum read-out L1
-   (train/vae_losses.py LatentSpectrumLoss: the latents must carry pitch)] + adv_weight * LSGAN + fm_weight * L1 feature
+   (train/autoencoder/losses.py LatentSpectrumLoss: the latents must carry pitch)] + adv_weight * LSGAN + fm_weight * L1 feature
    matching (DAC: 15 / - / 1 / 2), global grad clip ``loop.grad_clip``.
 
 Every ``eval_every`` steps and at the end, :func:`evaluate` reconstructs held-out clips with the
@@ -40,10 +40,8 @@ import torch
 from presto_core import checkpoint as ckpt
 from presto_core.audio import mrstft_distance, si_sdr
 from presto_core.autoencoder import AudioVAE, VAEConfig
-from train.discriminators import Discriminator, DiscriminatorConfig
-from train.loop import ConfigError, LoopConfig, Run, load_config, parse_args, run_main, to_dict
-from train.pitch import chroma_correlation
-from train.vae_losses import (
+from train.autoencoder.discriminators import Discriminator, DiscriminatorConfig
+from train.autoencoder.losses import (
     LatentSpectrumLoss,
     MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
@@ -51,14 +49,19 @@ from train.vae_losses import (
     lsgan_discriminator_loss,
     lsgan_generator_loss,
 )
-from train.vae_pca import fit_spectral_pca
+from train.autoencoder.pca import fit_spectral_pca
+from train.data.augment import AugmentConfig
+from train.data.dataset import AudioDataset, collate
+from train.evaluation.pitch import chroma_correlation
+from train.infra.config import ConfigError, LoopConfig
+from train.infra.run import Run, run_main, start_stage
 
 EVAL_LOG = "eval.jsonl"
 
 
 @dataclass
 class VAEStageConfig:
-    """The ``vae`` section of a config file (``loop`` as in train/loop.py; DAC uses lr 1e-4,
+    """The ``vae`` section of a config file (``loop`` as in train/infra/run.py; DAC uses lr 1e-4,
     betas (0.8, 0.99), AdamW weight decay 0.01, generator grad clip 1000)."""
 
     loop: LoopConfig = field(default_factory=LoopConfig)
@@ -94,7 +97,7 @@ class VAEStageConfig:
     scale_seconds: float = 2.0
     target_latent_std: float = 0.5  # EDM sigma_data
     # Fixed spectral path (model.spectral_skip): fit it as a whitened PCA of pca_items training
-    # crops of pca_seconds before step 1 (train/vae_pca.py); frequencies above pca_split_hz weigh
+    # crops of pca_seconds before step 1 (train/autoencoder/pca.py); frequencies above pca_split_hz weigh
     # pca_high_weight in the fit. Not with init (that VAE's path is kept).
     pca_init: bool = False
     pca_items: int = 64
@@ -112,6 +115,8 @@ class VAEStageConfig:
     reinit_decoder: bool = False
 
     def __post_init__(self):
+        if self.loop.fsdp:
+            raise ConfigError("vae.loop.fsdp: the VAE stage trains with DDP only (the models are small)")
         if len(self.mel_windows) != len(self.mel_bins) or not self.mel_windows:
             raise ConfigError(f"vae.mel_windows {self.mel_windows} and vae.mel_bins {self.mel_bins} "
                               "must be non-empty lists of equal length")
@@ -167,8 +172,6 @@ def load_clips(root, split: str, seconds: float, sample_rate: int, hop: int, cou
                target_db: float | None = -20.0, seed: int = 0) -> torch.Tensor:
     """Deterministic crops of the first ``count`` items of ``split``: (K, 1, N) float32 with N a
     multiple of ``hop`` (no augmentation; same loudness normalisation as training)."""
-    from train.data.dataset import AudioDataset
-
     ds = AudioDataset(root, seconds=seconds, sample_rate=sample_rate, split=split, augment=None,
                       target_db=target_db, seed=seed)
     wav = torch.stack([ds[i]["wav"] for i in range(min(count, len(ds)))])
@@ -185,7 +188,7 @@ def evaluate(vae: AudioVAE, clips: torch.Tensor, mel_loss: MultiScaleMelLoss | N
 
     Returns {"mrstft": multi-resolution STFT distance (lower is better), "si_sdr": dB (higher is
     better), "mel": multi-scale log-mel L1 (if ``mel_loss``), "chroma": chroma correlation with the
-    input (train/pitch.py; 1 = same notes, ~0 = none; over non-silent clips, absent if all are
+    input (train/evaluation/pitch.py; 1 = same notes, ~0 = none; over non-silent clips, absent if all are
     silent), "latent_std": std of the posterior means (raw, before latent_scale)}.
     """
     was_training = vae.training
@@ -309,15 +312,7 @@ def read_eval(run_dir) -> list[dict]:
 
 def train(argv: list[str] | None = None) -> Path:
     """Entry point (see module doc). Returns the run folder; the VAE is in RUN_DIR/export/vae."""
-    from train.data.augment import AugmentConfig
-    from train.data.dataset import AudioDataset, collate
-
-    args = parse_args("vae", argv)
-    data, cfg, name = load_config(args.config, "vae", VAEStageConfig, args.overrides)
-    if cfg.loop.fsdp:
-        raise ConfigError("vae.loop.fsdp: the VAE stage trains with DDP only (the models are small)")
-    run = Run("vae", cfg.loop, args, config_name=name,
-              config_record={"config": to_dict(cfg), "data": to_dict(data), "config_file": str(args.config)})
+    args, data, cfg, run = start_stage("vae", VAEStageConfig, argv)
     mc, hop = cfg.model, cfg.model.hop
     dataset = AudioDataset(data.root, seconds=cfg.crop_seconds, sample_rate=mc.sample_rate, split=data.train_split,
                            augment=AugmentConfig() if cfg.augment else None, target_db=cfg.target_db,

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import librosa
 import numpy as np
 
-from train.data.music_theory import transpose_key
+from train.data.corpus.music_theory import transpose_key
 
 _BPM_RE = re.compile(r"\b(\d+(?:\.\d+)?)(\s*-?\s*)(bpm)\b", re.IGNORECASE)
 
@@ -62,8 +63,6 @@ def time_stretch(wav: np.ndarray, rate: float) -> np.ndarray:
     """Phase-vocoder time stretch; output length ~= len(wav) / rate (rate > 1 = faster)."""
     if rate == 1.0:
         return wav
-    import librosa
-
     return librosa.effects.time_stretch(wav, rate=rate).astype(np.float32)
 
 
@@ -71,8 +70,6 @@ def pitch_shift(wav: np.ndarray, sample_rate: int, semitones: int) -> np.ndarray
     """Pitch shift by `semitones` keeping the duration (librosa, soxr resampling)."""
     if semitones == 0:
         return wav
-    import librosa
-
     return librosa.effects.pitch_shift(wav, sr=sample_rate, n_steps=semitones,
                                        res_type="soxr_hq").astype(np.float32)
 

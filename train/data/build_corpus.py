@@ -22,6 +22,7 @@ import argparse
 import io
 import json
 import math
+import multiprocessing as mp
 import os
 import sys
 import time
@@ -30,10 +31,14 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
-from train.data.arrange import arrange
-from train.data.captions import make_captions
-from train.data.genres import GENRES, get_genre
+from train.data.corpus.arrange import arrange
+from train.data.corpus.captions import make_captions
+from train.data.corpus.genres import GENRES, get_genre
+from train.data.corpus.render import (
+    RenderError, find_fluidsynth, find_soundfont, finish_clip, fluidsynth_version, render_midi,
+)
 
 SAMPLE_RATE = 44100
 
@@ -95,8 +100,6 @@ def make_piece(plan: PiecePlan, clip_seconds: float, audio_format: str = "flac")
 
 def render_piece(job: tuple[str, str, float, str | None]) -> dict:
     """Worker: render one MIDI file to a finished clip (atomic write). Returns stats."""
-    from train.data.render import finish_clip, render_midi
-
     midi_path, audio_path, seconds, soundfont = job
     t0 = time.perf_counter()
     audio = finish_clip(render_midi(midi_path, SAMPLE_RATE, soundfont), SAMPLE_RATE, seconds)
@@ -128,8 +131,6 @@ def build_corpus(out: str | os.PathLike, hours: float | None = None, n_pieces: i
     (out / "midi").mkdir(parents=True, exist_ok=True)
     sf_path = None
     if render:
-        from train.data.render import find_fluidsynth, find_soundfont
-
         find_fluidsynth()
         sf_path = str(find_soundfont(soundfont))
 
@@ -160,8 +161,6 @@ def build_corpus(out: str | os.PathLike, hours: float | None = None, n_pieces: i
             "heldout_fraction": heldout_fraction, "genres": sorted(genres or GENRES),
             "sample_rate": SAMPLE_RATE, "format": audio_format, "soundfont": sf_path}
     if render:
-        from train.data.render import fluidsynth_version
-
         total_render = sum(s["render_s"] for s in stats)
         info.update(fluidsynth=fluidsynth_version(), rendered=len(stats), render_cpu_s=round(total_render, 2),
                     x_realtime_per_process=round(sum(s["audio_s"] for s in stats) / total_render, 2) if stats else None)
@@ -173,8 +172,6 @@ def build_corpus(out: str | os.PathLike, hours: float | None = None, n_pieces: i
 def _render_all(jobs_todo: list, jobs: int, progress: bool) -> list[dict]:
     bar = None
     if progress and jobs_todo:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(jobs_todo), desc="render", unit="piece", file=sys.stderr)
     stats = []
     if jobs <= 1:
@@ -183,8 +180,6 @@ def _render_all(jobs_todo: list, jobs: int, progress: bool) -> list[dict]:
             if bar is not None:
                 bar.update(1)
     else:
-        import multiprocessing as mp
-
         with mp.get_context("spawn").Pool(jobs) as pool:
             for s in pool.imap_unordered(render_piece, jobs_todo):
                 stats.append(s)
@@ -213,8 +208,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--overwrite", action="store_true",
                     help="re-render all audio (by default audio whose MIDI is unchanged is kept)")
     a = ap.parse_args(argv)
-    from train.data.render import RenderError
-
     try:
         recs = build_corpus(a.out, hours=a.hours, n_pieces=a.pieces, seed=a.seed,
                             heldout_fraction=a.heldout_fraction, soundfont=a.soundfont,

@@ -26,6 +26,7 @@ import math
 import os
 from pathlib import Path
 
+import librosa
 import numpy as np
 import soundfile as sf
 import torch
@@ -83,8 +84,6 @@ def load_mono(path: str, sample_rate: int, start_s: float = 0.0, seconds: float 
     if frames > 0 and len(wav) < frames:
         wav = np.pad(wav, (0, frames - len(wav)))
     if sr != sample_rate:
-        import librosa
-
         wav = librosa.resample(wav, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
     return wav.astype(np.float32, copy=False)
 

@@ -12,30 +12,16 @@ from __future__ import annotations
 
 import argparse
 
+import librosa
 import numpy as np
+import soundfile as sf
 
-
-def measure_tempo(wav: np.ndarray, sample_rate: int, start_bpm: float = 120.0) -> float:
-    """Global tempo estimate (BPM) of a mono waveform from its onset-strength envelope."""
-    import librosa
-
-    env = librosa.onset.onset_strength(y=wav, sr=sample_rate, aggregate=np.median)
-    return float(librosa.feature.tempo(onset_envelope=env, sr=sample_rate, start_bpm=start_bpm)[0])
-
-
-def tempo_match(measured: float, label: float, tol: float = 0.04) -> str:
-    """"ok" within `tol`, "octave" at 1/2x or 2x (within tol), else "MISMATCH"."""
-    if abs(measured / label - 1) <= tol:
-        return "ok"
-    if any(abs(measured / (label * k) - 1) <= tol for k in (0.5, 2.0)):
-        return "octave"
-    return "MISMATCH"
+from train.data.dataset import read_metadata
+from train.evaluation.tempo import measure_tempo, tempo_match
 
 
 def piece_stats(wav: np.ndarray, sample_rate: int, bpm: float) -> dict:
     """Loudness/brightness/tempo statistics of one mono clip."""
-    import librosa
-
     rms = float(np.sqrt(np.mean(wav ** 2)))
     frame_rms = librosa.feature.rms(y=wav)[0]
     centroid = librosa.feature.spectral_centroid(y=wav, sr=sample_rate)[0]
@@ -46,9 +32,6 @@ def piece_stats(wav: np.ndarray, sample_rate: int, bpm: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from train.data.dataset import read_metadata
-    import soundfile as sf
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("root")
     ap.add_argument("--limit", type=int, default=None)

@@ -25,6 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from train.data.augment import AugmentConfig, apply, augment_labels, rms_normalize
 from train.data.dataset import load_mono, read_metadata
@@ -56,8 +57,6 @@ def encode_latents(dataset_dir: str | os.PathLike, vae, out_path: str | os.PathL
     pieces, metas = [], []
     jobs = [(i, c) for i in range(len(items)) for c in range(copies + 1)]
     if progress:
-        from tqdm import tqdm
-
         jobs = tqdm(jobs, desc="encode", unit="clip")
     for i, c in jobs:
         item = items[i]

@@ -1,0 +1,231 @@
+"""Shared training infrastructure (train/infra/run.py, train/infra/checkpointing.py) on a toy stage: typed
+configs, exact resume, atomic checkpoints, the NaN guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from presto_core.dit import DiTConfig
+from tests.fixtures import CONFIGS, REPO
+from train.diffusion.configs import BaseStageConfig
+from train.clap import ClapStageConfig
+from train.infra.checkpointing import EMA, CheckpointManager, read_metrics
+from train.infra.config import ConfigError, DataConfig, LoopConfig, from_dict, load_config, parse_args, read_config_file
+from train.infra.run import EXIT_NONFINITE, EXIT_STOPPED, NonFiniteError, Run, run_main
+
+# ---------------------------------------------------------------------------------------------
+# Configs
+
+
+def test_configs_parse_and_reject_unknown_keys(tmp_path):
+    for scale in ("test", "tiny", "paper"):
+        path = CONFIGS / f"{scale}.json"
+        _, base, name = load_config(path, "base", BaseStageConfig)
+        _, clap, _ = load_config(path, "clap", ClapStageConfig)
+        assert name == scale and base.model.text_dim == clap.model.text_dim
+        assert set(read_config_file(path)) >= {"name", "data", "vae", "base", "clap"}
+    _, paper, _ = load_config(CONFIGS / "paper.json", "base", BaseStageConfig)
+    assert paper.model == DiTConfig.paper() and paper.loop.batch_size == 14 and paper.loop.lr == 1e-4
+    assert (paper.edm.p_mean, paper.edm.p_std, paper.cond_dropout) == (-0.4, 1.0, 0.1)
+
+    _, over, _ = load_config(CONFIGS / "test.json", "base", BaseStageConfig,
+                             ["base.loop.lr=0.5", "base.loop.betas=[0.8, 0.9]", "data.root=/x"])
+    assert over.loop.lr == 0.5 and over.loop.betas == (0.8, 0.9)
+    with pytest.raises(ConfigError, match="unknown keys.*'lrr'"):
+        load_config(CONFIGS / "test.json", "base", BaseStageConfig, ["base.loop.lrr=1"])
+    with pytest.raises(ConfigError, match="base.loop.batch_size: expected an integer"):
+        load_config(CONFIGS / "test.json", "base", BaseStageConfig, ["base.loop.batch_size=2.5"])
+    with pytest.raises(ConfigError, match="DiTConfig.dim"):
+        load_config(CONFIGS / "test.json", "base", BaseStageConfig, ["base.model.dim=65"])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"bsae": {}}))
+    with pytest.raises(ConfigError, match="unknown sections"):
+        read_config_file(bad)
+    assert from_dict(DataConfig, {"root": "r"}).heldout_split == "heldout"
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint folders and EMA
+
+
+def test_checkpoint_manager_ignores_partial_and_lagging_pointer(tmp_path):
+    m = CheckpointManager(tmp_path, keep=2)
+    assert m.latest() is None and m.resolve("latest") is None
+    for step in (2, 4, 6):
+        tmp = m.tmp_dir(step)
+        tmp.mkdir(parents=True)
+        (tmp / "w.bin").write_bytes(b"x")
+        m.finalize(tmp, step, {"step": step})
+    assert [s for s, _ in m.complete()] == [4, 6] and m.latest().name == "step-00000006"
+    m.tmp_dir(8).mkdir()  # a run killed while writing step 8
+    assert m.latest().name == "step-00000006"
+    (tmp_path / "latest").write_text("step-00000004\n")  # killed between rename and pointer update
+    assert m.latest().name == "step-00000006"
+    m.clean_partial()
+    assert not m.tmp_dir(8).exists()
+    with pytest.raises(FileNotFoundError):
+        m.resolve("8")
+
+
+def test_ema_tracks_and_round_trips(tmp_path):
+    lin = torch.nn.Linear(3, 2)
+    ema = EMA(lin, decay=0.5, warmup=False)
+    before = {k: v.clone() for k, v in lin.state_dict().items()}
+    with torch.no_grad():
+        lin.weight.add_(1.0)
+    ema.update(lin)
+    assert torch.allclose(ema.shadow["weight"], before["weight"] + 0.5)
+    ema.save(tmp_path / "e.safetensors")
+    other = EMA(torch.nn.Linear(3, 2), decay=0.5)
+    other.load(tmp_path / "e.safetensors")
+    assert other.updates == 1 and torch.equal(other.shadow["weight"], ema.shadow["weight"])
+
+
+# ---------------------------------------------------------------------------------------------
+# A toy stage on the real Run
+
+
+@dataclass
+class ToyConfig:
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+
+class ToyData(torch.utils.data.Dataset):
+    def __init__(self):
+        self.epoch = 0
+
+    def set_epoch(self, e):
+        self.epoch = e
+
+    def __len__(self):
+        return 7
+
+    def __getitem__(self, i):
+        return torch.full((4,), float(i) + 0.1 * self.epoch)
+
+
+def toy_train(argv=None):
+    args = parse_args("base", argv)
+    _, cfg, name = load_config(args.config, "base", ToyConfig, args.overrides)
+    run = Run("base", cfg.loop, args, config_name=name)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 1))
+    opt = run.adam(model.parameters())
+    sched = run.lr_schedule(opt)
+    model, opt = run.prepare(model, opt)
+    ema = run.ema("model", model)
+    run.restore()
+    for x in run.batches(ToyData()):
+        noise = torch.randn(x.shape[0], generator=run.generator())
+        loss = ((model(x).squeeze(-1) - x.mean(-1) - noise) ** 2).mean()
+        if run.step == 2 and os.environ.get("TOY_NAN_RANK") == str(run.accelerator.process_index):
+            loss = loss * float("nan")  # only one process sees it: all must stop together
+        if str(run.step) == os.environ.get("TOY_SIGTERM_AT_STEP"):
+            os.kill(os.getpid(), signal.SIGTERM)  # e.g. a scheduler or `kill` stopping the run mid-step
+        run.end_step(loss=loss, grad_norm=run.backward(loss, model, opt, sched))
+    run.finish()
+    return run.unwrap(model).state_dict(), ema.shadow
+
+
+@pytest.fixture
+def toy_config(tmp_path):
+    path = tmp_path / "toy.json"
+    loop = {"max_steps": 7, "batch_size": 3, "lr": 0.01, "warmup_steps": 3, "checkpoint_every": 2,
+            "keep_checkpoints": 2, "log_every": 1, "mixed_precision": "no", "ema_decay": 0.9}
+    path.write_text(json.dumps({"name": "toy", "base": {"loop": loop}}))
+    return path
+
+
+def test_resume_is_exact(toy_config, tmp_path):
+    ref_w, ref_ema = toy_train(["--config", str(toy_config), "--out", str(tmp_path / "a")])
+    toy_train(["--config", str(toy_config), "--out", str(tmp_path / "b"), "--max-steps", "3"])
+    assert read_metrics(tmp_path / "b")[-1]["step"] == 3
+    w, e = toy_train(["--config", str(toy_config), "--out", str(tmp_path / "b"), "--resume", "latest"])
+    for k in ref_w:
+        assert torch.equal(ref_w[k], w[k]), k
+        assert torch.equal(ref_ema[k], e[k]), k
+    la, lb = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    assert [m["step"] for m in lb] == list(range(1, 8))
+    assert [m["loss"] for m in la] == [m["loss"] for m in lb]
+    assert la[0]["lr/0"] < la[3]["lr/0"] == 0.01  # warm-up
+    with pytest.raises(FileExistsError, match="--resume latest"):
+        toy_train(["--config", str(toy_config), "--out", str(tmp_path / "b")])
+
+
+def test_sigterm_checkpoints_the_current_step_and_resumes_exactly(toy_config, tmp_path, monkeypatch):
+    ref_w, ref_ema = toy_train(["--config", str(toy_config), "--out", str(tmp_path / "a")])
+    before = signal.getsignal(signal.SIGTERM)
+    argv = ["--config", str(toy_config), "--out", str(tmp_path / "b")]
+    monkeypatch.setenv("TOY_SIGTERM_AT_STEP", "2")
+    assert run_main(toy_train, argv) == EXIT_STOPPED
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers are only ours while training
+    # step 3 is not a checkpoint_every (2) multiple: it was written because of the signal
+    assert [s for s, _ in CheckpointManager(tmp_path / "b" / "checkpoints").complete()] == [2, 3]
+    assert read_metrics(tmp_path / "b")[-1]["step"] == 3
+    monkeypatch.delenv("TOY_SIGTERM_AT_STEP")
+    w, e = toy_train(argv + ["--resume", "latest"])
+    for k in ref_w:
+        assert torch.equal(ref_w[k], w[k]) and torch.equal(ref_ema[k], e[k]), k
+
+
+def test_nan_guard_stops_without_saving(toy_config, tmp_path):
+    out = tmp_path / "n"
+    argv = ["--config", str(toy_config), "--out", str(out), "--set", "base.loop.debug_nan_at_step=3"]
+    with pytest.raises(NonFiniteError, match="non-finite loss at step 4"):
+        toy_train(argv)
+    ckpts = CheckpointManager(out / "checkpoints")
+    assert [s for s, _ in ckpts.complete()] == [2]
+    assert run_main(toy_train, argv[:4] + ["--resume", "latest", "--set", "base.loop.debug_nan_at_step=5"]) \
+        == EXIT_NONFINITE
+    assert [s for s, _ in ckpts.complete()] == [2, 4]
+    w, _ = toy_train(argv[:4] + ["--resume", "latest"])
+    assert all(torch.isfinite(v).all() for v in w.values())
+
+
+@pytest.mark.slow
+def test_two_processes_ddp_resume_and_nan_guard(toy_config, tmp_path):
+    """The same code under torchrun with 2 CPU processes (gloo DDP): exact resume, and a NaN seen
+    by one process only stops both with the NaN exit status instead of hanging."""
+    repo = REPO
+
+    def launch(out, *extra, env=None):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "tests.train.infra.test_run", "--config", str(toy_config), "--out", str(out), "--cpu", *extra]
+        # A new session, so that a hang can be cleaned up with the worker processes too.
+        proc = subprocess.Popen(cmd, cwd=repo, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        return proc.returncode, err.decode()
+
+    for out, extra in (("a", ()), ("b", ("--max-steps", "3")), ("b", ("--resume", "latest"))):
+        rc, err = launch(tmp_path / out, *extra)
+        assert rc == 0, err[-3000:]
+    from safetensors.torch import load_file
+
+    for name in ("model.safetensors", "ema_model.safetensors"):
+        wa = load_file(str(tmp_path / "a" / "checkpoints" / "step-00000007" / name))
+        wb = load_file(str(tmp_path / "b" / "checkpoints" / "step-00000007" / name))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert (tmp_path / "a" / "checkpoints" / "step-00000007" / "random_states_1.pkl").is_file()
+    rc, err = launch(tmp_path / "n", env={"TOY_NAN_RANK": "1"})
+    assert rc != 0 and "non-finite loss at step 3" in err
+    assert [s for s, _ in CheckpointManager(tmp_path / "n" / "checkpoints").complete()] == [2]
+
+
+if __name__ == "__main__":  # the toy stage, for the torchrun test above
+    sys.exit(run_main(toy_train))

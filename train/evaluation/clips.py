@@ -1,0 +1,42 @@
+"""Evaluation clips: one generation per held-out prompt, and their CLAP embeddings (train.eval,
+train.report)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from presto_core.request import LIMITS
+
+
+def clamp_bpm(bpm: float) -> float:
+    """A BPM label clamped into the range a generation request accepts (presto_core.request.LIMITS)."""
+    lo, hi = LIMITS["bpm"]
+    return float(min(max(bpm, lo), hi))
+
+
+def embed_audio(scorer, clips: list[np.ndarray], sr: int, batch: int = 8) -> np.ndarray:
+    """Equal-length mono clips at ``sr`` -> (N, D) CLAP embeddings."""
+    out = []
+    for i in range(0, len(clips), batch):
+        wav = torch.from_numpy(np.stack(clips[i:i + batch]).astype(np.float32))
+        out.append(scorer.embed_audio(wav, sr).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def embed_text(scorer, prompts: list[str], batch: int = 32) -> np.ndarray:
+    return np.concatenate([scorer.embed_text(prompts[i:i + batch]).float().cpu().numpy()
+                           for i in range(0, len(prompts), batch)])
+
+
+def generate_set(pipe, variant: str, items: list[dict], num: int, duration: float, seed: int,
+                 reject_ratio: float = 0.0, steps: int | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """One clip per prompt for ``num`` prompts (cycling through ``items``)."""
+    clips, prompts = [], []
+    for i in range(num):
+        it = items[i % len(items)]
+        res = pipe.generate(prompt=it["prompt"], bpm=clamp_bpm(it["bpm"]), duration=duration, num_clips=1,
+                            variant=variant, seed=seed + i, reject_ratio=reject_ratio, steps=steps)
+        clips.append(res.clips[0].audio)
+        prompts.append(it["prompt"])
+    return clips, prompts

@@ -1,0 +1,241 @@
+"""What a training run writes on disk: crash-safe checkpoint folders, EMA weights and the
+metrics log.
+
+Checkpoints live under ``RUN_DIR/checkpoints``::
+
+    step-00001000/          one complete checkpoint (accelerate state + ema_*.safetensors + run_state.json)
+    latest                  text file naming the newest complete checkpoint (written atomically)
+    .tmp-step-00003000/     a checkpoint being written; ignored (and removed) if a run died mid-write
+
+A checkpoint folder is written under a temporary name and renamed into place only once every file
+in it is on disk, so a SIGKILL at any moment leaves either the old set of checkpoints or the old
+set plus one complete new one. ``run_state.json`` is the last file written before the rename and
+serves as the completeness marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save as safetensors_bytes
+from torch import nn
+
+from presto_core.checkpoint import atomic_write_bytes, atomic_write_json
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+RUN_STATE = "run_state.json"
+LATEST = "latest"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def _fsync_dir(path: Path) -> None:
+    # A rename is durable only once the directory entry is flushed; best effort (not on every FS).
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class CheckpointManager:
+    """Names, finalises, finds and prunes the checkpoint folders of one run (see module doc).
+
+    Only the main process should call :meth:`finalize`, :meth:`prune` and :meth:`clean_partial`;
+    every process may call :meth:`tmp_dir`, :meth:`latest` and :meth:`resolve`.
+    """
+
+    def __init__(self, root: str | os.PathLike, keep: int = 3):
+        self.root = Path(root)
+        self.keep = max(int(keep), 1)
+
+    def tmp_dir(self, step: int) -> Path:
+        """Deterministic scratch folder for the checkpoint of ``step`` (same path on every process)."""
+        return self.root / f".tmp-step-{step:08d}"
+
+    def final_dir(self, step: int) -> Path:
+        return self.root / f"step-{step:08d}"
+
+    def complete(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints as (step, folder), oldest first."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for p in self.root.iterdir():
+            m = _STEP_DIR.match(p.name)
+            if m and p.is_dir() and (p / RUN_STATE).is_file():
+                out.append((int(m.group(1)), p))
+        return sorted(out)
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint: the ``latest`` pointer if it names a complete folder, else
+        the highest complete step (the pointer can lag by one checkpoint after a crash)."""
+        found = self.complete()
+        pointer = self.root / LATEST
+        if pointer.is_file():
+            target = self.root / pointer.read_text().strip()
+            if (target / RUN_STATE).is_file() and found and target == found[-1][1]:
+                return target
+        return found[-1][1] if found else None
+
+    def resolve(self, spec: str) -> Path | None:
+        """``"latest"`` (None if the run has no checkpoint yet), a step number, or a folder path."""
+        if spec == LATEST:
+            return self.latest()
+        if spec.isdigit():
+            path = self.final_dir(int(spec))
+        else:
+            path = Path(spec)
+        if not (path / RUN_STATE).is_file():
+            raise FileNotFoundError(f"no complete checkpoint at {path} (missing {RUN_STATE})")
+        return path
+
+    def finalize(self, tmp: Path, step: int, run_state: dict) -> Path:
+        """Write the completeness marker, rename ``tmp`` into place, move ``latest``, prune."""
+        atomic_write_json(tmp / RUN_STATE, run_state)
+        _fsync_dir(tmp)
+        final = self.final_dir(step)
+        if final.exists():  # re-saving the same step (e.g. the end-of-run save): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(self.root)
+        atomic_write_bytes(self.root / LATEST, (final.name + "\n").encode())
+        self.prune()
+        return final
+
+    def prune(self) -> None:
+        """Delete all but the newest ``keep`` complete checkpoints (never the one ``latest`` names)."""
+        found = self.complete()
+        for _, path in found[: max(len(found) - self.keep, 0)]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def clean_partial(self) -> None:
+        """Remove scratch folders left by a run that died while saving."""
+        if self.root.is_dir():
+            for p in self.root.glob(".tmp-step-*"):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def read_run_state(ckpt_dir: str | os.PathLike) -> dict:
+    """The ``run_state.json`` of a checkpoint folder (step, stage, metrics, ...)."""
+    return json.loads((Path(ckpt_dir) / RUN_STATE).read_text())
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point parameters (buffers are copied).
+
+    Kept in float32 on the model's device whatever the training precision. The effective decay
+    ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first updates when ``warmup`` is set, so
+    early averages are not dominated by the random initialisation. Works on the unwrapped module
+    (pass ``accelerator.unwrap_model(model)``); under DDP every rank holds identical copies.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay, self.warmup, self.updates = float(decay), bool(warmup), 0
+        self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
+
+    def current_decay(self) -> float:
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = self.current_decay()
+        for k, v in model.state_dict().items():
+            s = self.shadow[k]
+            if v.is_floating_point():
+                s.lerp_(v.detach().float(), 1.0 - d)
+            else:
+                s.copy_(v)
+        self.updates += 1
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> nn.Module:
+        """Load the averaged weights into ``model`` (cast to its dtypes); returns it."""
+        own = model.state_dict()
+        model.load_state_dict({k: self.shadow[k].to(own[k].dtype) for k in own})
+        return model
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "warmup": self.warmup, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = set(self.shadow) ^ set(state["shadow"])
+        if missing:
+            raise ValueError(f"EMA state does not match the model: differing keys {sorted(missing)[:5]}")
+        self.updates = int(state["updates"])
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the averaged weights (safetensors, readable without this class) atomically."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.shadow.items()}
+        meta = {"decay": str(self.decay), "warmup": str(int(self.warmup)), "updates": str(self.updates)}
+        atomic_write_bytes(Path(path), safetensors_bytes(tensors, metadata=meta))
+
+    def load(self, path: str | os.PathLike) -> None:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            shadow = {k: f.get_tensor(k) for k in f.keys()}
+        self.load_state_dict({"updates": int(meta.get("updates", 0)), "shadow": shadow})
+
+
+def load_ema_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The averaged state dict stored by :meth:`EMA.save` (float32, CPU)."""
+    return load_file(str(path), device="cpu")
+
+
+def save_checkpoint(accelerator, manager: CheckpointManager, step: int, emas: dict[str, EMA], info: dict) -> Path:
+    """Collective: every process calls it. accelerate writes models, optimizers, registered objects
+    and per-process RNG states into the scratch folder, the main process adds ``ema_<name>.safetensors``
+    and ``run_state.json`` and renames the folder into place."""
+    tmp = manager.tmp_dir(step)
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process's RNG file must be in the folder before the rename
+    if accelerator.is_main_process:
+        for name, e in emas.items():
+            e.save(tmp / f"ema_{name}.safetensors")
+        manager.finalize(tmp, step, {**info, "step": step, "time": time.time(), "emas": sorted(emas)})
+    accelerator.wait_for_everyone()
+    return manager.final_dir(step)
+
+
+def load_checkpoint(accelerator, path: Path, emas: dict[str, EMA]) -> dict:
+    """Collective inverse of :func:`save_checkpoint`; returns the checkpoint's run_state."""
+    accelerator.load_state(str(path))
+    for name, e in emas.items():
+        e.load(Path(path) / f"ema_{name}.safetensors")
+    return read_run_state(path)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines past the resumed step (a killed run may have logged steps it never saved)."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    atomic_write_bytes(path, "".join(ln + "\n" for ln in keep).encode())
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The metrics.jsonl lines of a run folder (one dict per log step)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []

@@ -1,0 +1,452 @@
+"""Shared training infrastructure: :class:`Run` (configs and the CLI are in train/infra/config.py).
+
+A stage (``train/base.py``, ``train/vae.py``, ...) is written as::
+
+    args = parse_args("base", argv)                       # --config --out --resume --max-steps --set --cpu
+    data, cfg = load_config(args.config, "base", BaseStageConfig, args.overrides)
+    run = Run("base", cfg.loop, args, config_record={...})   # accelerator, run folder, logging
+    model = ...; opt = run.adam(model.parameters())
+    sched = run.lr_schedule(opt)                          # linear warm-up, registered for checkpoints
+    model, opt = run.prepare(model, opt)                  # DDP / FSDP / mixed precision
+    ema = run.ema("model", model, cfg.loop.ema_decay)     # saved with every checkpoint
+    run.restore()                                         # last: after everything that draws from the RNG
+    for batch in run.batches(dataset, collate):          # stops at max_steps, resumes mid-epoch
+        gen = run.generator()                             # per-step RNG: exact after resume
+        loss = ...
+        grad_norm = run.backward(loss, model, opt, sched)  # NaN guard, clipping, optimizer step
+        run.end_step(loss=loss, grad_norm=grad_norm)      # EMA, logs, progress, checkpoints
+    run.finish()
+
+Every random choice of the loop is a function of (seed, process, step), and the remaining global
+RNG states are saved by accelerate, so a run resumed from step k repeats an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from accelerate import Accelerator, FullyShardedDataParallelPlugin
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from presto_core.checkpoint import atomic_write_json
+from train.infra.checkpointing import EMA, CheckpointManager, load_checkpoint, save_checkpoint, truncate_metrics
+from train.infra.config import ConfigError, LoopConfig, default_run_dir, load_config, parse_args, to_dict
+
+EXIT_NONFINITE = 3  # process exit status when the NaN/inf guard stops a run
+EXIT_STOPPED = 4  # process exit status after SIGTERM/SIGINT: checkpoint written, resume with --resume latest
+
+
+class StopRequested(RuntimeError):
+    """Raised by :meth:`Run.end_step` after a SIGTERM/SIGINT, once the step's checkpoint is written."""
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or gradient became NaN/inf; the step was not applied and nothing was saved."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def resolve_mixed_precision(choice: str, cpu: bool) -> str:
+    """'auto' -> bf16 on CUDA with bf16 (else fp16), bf16 on AVX512 CPUs, else no."""
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available() and not cpu:
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    cap = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+    return "bf16" if "AVX512" in cap.upper() else "no"
+
+
+class _Scalar:
+    """A registered stateful scalar (accelerate saves objects with state_dict/load_state_dict)."""
+
+    def __init__(self, value=0):
+        self.value = value
+
+    def state_dict(self):
+        return {"value": self.value}
+
+    def load_state_dict(self, s):
+        self.value = s["value"]
+
+
+class Run:
+    """One training run of one stage: accelerator, run folder, checkpoints, logs, NaN guard.
+
+    ``args`` is the namespace of :func:`parse_args` (out, resume, max_steps, cpu). Files in the
+    run folder: config.json (what was run), metrics.jsonl (one line per log step), tb/ (TensorBoard),
+    checkpoints/ (see train/infra/checkpointing.py), and whatever the stage exports.
+    """
+
+    def __init__(self, stage: str, loop: LoopConfig, args: argparse.Namespace, *, config_name: str = "run",
+                 config_record: dict | None = None, find_unused_parameters: bool = False):
+        self.stage, self.cfg = stage, loop
+        self.max_steps = int(args.max_steps or loop.max_steps)
+        self.resume_spec = args.resume
+        self.out_dir = Path(args.out) if args.out else default_run_dir(config_name, stage)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        cpu = bool(getattr(args, "cpu", False))
+        self.mixed_precision = resolve_mixed_precision(loop.mixed_precision, cpu)
+        kwargs = {}
+        if loop.fsdp and torch.cuda.is_available() and not cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
+        self.accelerator = Accelerator(
+            cpu=cpu, mixed_precision=self.mixed_precision, log_with="tensorboard", project_dir=str(self.out_dir),
+            # Stages whose steps leave some parameters without gradient (e.g. sample-dependent layer
+            # dropping) must say so, or DDP waits for those gradients forever.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
+            **kwargs,
+        )
+        self.device = self.accelerator.device
+        self.is_main = self.accelerator.is_main_process
+        self.ckpt = CheckpointManager(self.out_dir / "checkpoints", loop.keep_checkpoints)
+        self._step = _Scalar(0)
+        self.accelerator.register_for_checkpointing(self._step)
+        self._emas: dict[str, tuple[EMA, torch.nn.Module]] = {}
+        self._lrs: dict[int, float] = {}
+        self._stop_signal: int | None = None
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._in_step = False
+        self._bar = None
+        self._t0 = time.perf_counter()
+        self._step0 = 0
+        if self.is_main:
+            record = {"stage": stage, "loop": to_dict(loop), **(config_record or {}),
+                      "mixed_precision": self.mixed_precision, "num_processes": self.accelerator.num_processes}
+            atomic_write_json(self.out_dir / "config.json", record)
+        self.accelerator.init_trackers("tb")
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        """Optimizer steps completed so far (0 before the first)."""
+        return self._step.value
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.max_steps
+
+    # -- building -----------------------------------------------------------------------------
+    def adam(self, params, lr: float | None = None, betas=None, weight_decay: float | None = None):
+        """Adam (AdamW when weight_decay > 0) with the loop's settings unless overridden."""
+        lr = self.cfg.lr if lr is None else lr
+        wd = self.cfg.weight_decay if weight_decay is None else weight_decay
+        betas = tuple(betas or self.cfg.betas)
+        if wd > 0:
+            return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+
+    def lr_schedule(self, optimizer, warmup_steps: int | None = None):
+        """Linear warm-up from 0 to the optimizer's lr over ``warmup_steps``, then constant.
+
+        Registered for checkpointing; call ``scheduler.step()`` once per optimizer step (done by
+        :meth:`backward` when passed). Not passed through accelerate.prepare, because accelerate
+        would step it once per process and change the schedule with the world size.
+        """
+        w = self.cfg.warmup_steps if warmup_steps is None else warmup_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _Warmup(w))
+        self.accelerator.register_for_checkpointing(sched)
+        return sched
+
+    def prepare(self, *objs):
+        """accelerate.prepare for models and optimizers (DDP/FSDP wrapping, device, autocast)."""
+        return self.accelerator.prepare(*objs)
+
+    def unwrap(self, model):
+        return self.accelerator.unwrap_model(model)
+
+    def ema(self, name: str, model, decay: float | None = None, warmup: bool = True) -> EMA:
+        """Track an EMA of ``model`` (prepared or not); updated in :meth:`end_step`, saved as
+        ``ema_<name>.safetensors`` in every checkpoint."""
+        if self.accelerator.distributed_type == DistributedType.FSDP:
+            # Each process would average only its own parameter shards, and the saved EMA would be
+            # rank 0's shard. DDP fits the paper's DiT-XL (about 11 GB of weights + Adam state).
+            raise NotImplementedError("EMA weights are not supported with FSDP yet; train with DDP (loop.fsdp=false)")
+        inner = self.unwrap(model)
+        e = EMA(inner, self.cfg.ema_decay if decay is None else decay, warmup)
+        self._emas[name] = (e, inner)
+        return e
+
+    def register(self, obj) -> None:
+        """Checkpoint any object with state_dict()/load_state_dict() (e.g. a second scheduler)."""
+        self.accelerator.register_for_checkpointing(obj)
+
+    # -- randomness and data ------------------------------------------------------------------
+    def generator(self, device=None, salt: int = 0) -> torch.Generator:
+        """A fresh generator seeded by (seed, process, step, salt): the loop's noise, sigmas and
+        dropout masks drawn from it are identical whether or not the run was resumed."""
+        seed = np.random.SeedSequence([self.cfg.seed, self.accelerator.process_index, self.step, salt])
+        g = torch.Generator(device=device or self.device)
+        g.manual_seed(int(seed.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+        return g
+
+    def batches(self, dataset, collate_fn=None, batch_size: int | None = None) -> Iterator:
+        """Yield device batches until ``max_steps``; call :meth:`end_step` once per batch.
+
+        Data order is a pure function of (seed, epoch): each epoch is a seeded permutation (tiled
+        when the dataset is smaller than the global batch), split across processes, and
+        ``dataset.set_epoch(epoch)`` is called when it exists. So resuming at step k continues with
+        exactly the batch an uninterrupted run would have seen.
+        """
+        per = batch_size or self.cfg.batch_size
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        gb = per * world
+        n = len(dataset)
+        if n == 0:
+            raise ValueError("empty dataset")
+        epoch_len = max(n // gb, 1)
+        self._t0, self._step0 = time.perf_counter(), self.step
+        previous = self._install_stop_handlers()
+        try:
+            while not self.done:
+                epoch, pos = divmod(self.step, epoch_len)
+                perm = np.resize(np.random.default_rng([self.cfg.seed, 0xDA7A, epoch]).permutation(n), epoch_len * gb)
+                plan = [perm[j * gb + rank * per: j * gb + (rank + 1) * per].tolist() for j in range(pos, epoch_len)]
+                plan = plan[: self.max_steps - self.step]
+                if hasattr(dataset, "set_epoch"):
+                    dataset.set_epoch(epoch)
+                # An own generator: a new DataLoader iterator otherwise draws its worker base seed from the
+                # global torch RNG, and a resumed run creates its first iterator mid-epoch.
+                worker_gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+                loader = DataLoader(dataset, batch_sampler=plan, collate_fn=collate_fn, num_workers=self.cfg.num_workers,
+                                    pin_memory=self.device.type == "cuda", generator=worker_gen)
+                for batch in loader:
+                    self._in_step = True
+                    yield _to_device(batch, self.device)
+                    if self._in_step:
+                        raise RuntimeError("Run.batches: call run.end_step(...) once per batch")
+        finally:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+
+    # -- the step -----------------------------------------------------------------------------
+    def autocast(self):
+        """Mixed-precision context for code outside prepared models (no-op with mixed_precision=no)."""
+        return self.accelerator.autocast() if self.mixed_precision != "no" else nullcontext()
+
+    def backward(self, loss: torch.Tensor, model, optimizer, scheduler=None, *, clip: float | None = None,
+                 name: str = "loss") -> float:
+        """Backward, NaN/inf guard, gradient clipping, optimizer (and scheduler) step, zero_grad.
+
+        Returns the global gradient norm before clipping. Raises :class:`NonFiniteError` before
+        the optimizer step if the loss or gradient is not finite (on every process at once), so
+        the weights stay as they were and no broken checkpoint is ever written.
+        """
+        if self.step == self.cfg.debug_nan_at_step:
+            loss = loss * float("nan")
+        self.accelerator.backward(loss)
+        params = [p for p in model.parameters() if p.requires_grad]
+        max_norm = self.cfg.grad_clip if clip is None else clip
+        norm = self.accelerator.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+        norm = float(norm) if norm is not None else 0.0
+        ok = torch.tensor([float(torch.isfinite(loss.detach()).all())], device=self.device)
+        if self.accelerator.scaler is None:  # with fp16 loss scaling, inf grads only skip the step
+            ok = ok * float(math.isfinite(norm))
+        if self.accelerator.num_processes > 1:
+            ok = self.accelerator.reduce(ok, reduction="sum") / self.accelerator.num_processes
+        if float(ok) < 1.0:
+            optimizer.zero_grad(set_to_none=True)
+            last = self.ckpt.latest()
+            raise NonFiniteError(
+                f"{self.stage}: non-finite {name} at step {self.step + 1} (loss={float(loss.detach()):.4g}, "
+                f"grad_norm={norm:.4g}); the step was not applied and nothing was saved. "
+                f"Last good checkpoint: {last or 'none'}. Lower the lr / check the data, then --resume latest."
+            )
+        self._lrs[id(optimizer)] = optimizer.param_groups[0]["lr"]  # the lr this step used
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def _install_stop_handlers(self) -> dict:
+        """While batches are drawn, SIGTERM/SIGINT finish the current step, checkpoint it and stop
+        (exit EXIT_STOPPED), so a run stopped on purpose loses no steps; a second signal acts as
+        usual. Returns the previous handlers (restored when :meth:`batches` ends)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # handlers can only be installed from the main thread
+
+        def handler(signum, frame):
+            if self._stop_signal is not None:
+                signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+                signal.raise_signal(signum)
+            self._stop_signal = signum
+
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        for sig in previous:
+            signal.signal(sig, handler)
+        return previous
+
+    def end_step(self, update_ema: bool = True, **metrics) -> None:
+        """Finish the step: EMA updates (unless ``update_ema`` is False, e.g. on a step that did not
+        change the averaged model), step counter, progress bar, logging, periodic checkpoint."""
+        if update_ema:
+            for e, inner in self._emas.values():
+                e.update(inner)
+        self._step.value += 1
+        self._in_step = False
+        for k, v in metrics.items():
+            v = float(v.detach().float().mean()) if isinstance(v, torch.Tensor) else float(v)
+            self._sums[k] = self._sums.get(k, 0.0) + v
+        self._count += 1
+        if self.is_main:
+            if self._bar is None:
+                self._bar = tqdm(total=self.max_steps, initial=self.step - 1, desc=self.stage, dynamic_ncols=True)
+            self._bar.update(1)
+        if self.step % self.cfg.log_every == 0 or self.done:
+            self._flush_logs()
+        if self.step % self.cfg.checkpoint_every == 0 or self.done or self._stop_signal is not None:
+            self.save_checkpoint()
+        if self._stop_signal is not None and not self.done:
+            self._flush_logs()
+            raise StopRequested(f"stopped by signal {self._stop_signal} after step {self.step}; checkpoint "
+                                f"written, continue with --resume latest")
+
+    def log(self, **metrics) -> None:
+        """Log values now (e.g. evaluation results) at the current step: TensorBoard + metrics.jsonl."""
+        logs = {k: float(v) for k, v in metrics.items()}
+        self.accelerator.log(logs, step=self.step)
+        if self.is_main:
+            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, **logs}) + "\n")
+
+    def lrs(self) -> dict[str, float]:
+        """Learning rate of each prepared optimizer's first group in its latest step ("lr/<index>")."""
+        return {f"lr/{i}": self._lrs.get(id(opt), opt.param_groups[0]["lr"])
+                for i, opt in enumerate(self.accelerator._optimizers)}
+
+    def _flush_logs(self) -> None:
+        if not self._count:
+            return
+        keys = sorted(self._sums)
+        vals = torch.tensor([self._sums[k] / self._count for k in keys], device=self.device, dtype=torch.float64)
+        if self.accelerator.num_processes > 1 and keys:
+            vals = self.accelerator.reduce(vals, reduction="mean")
+        logs = {k: float(v) for k, v in zip(keys, vals.tolist())}
+        logs.update(self.lrs())
+        self._sums, self._count = {}, 0
+        now = time.perf_counter()
+        logs["steps_per_s"] = (self.step - self._step0) / max(now - self._t0, 1e-9)
+        self._t0, self._step0 = now, self.step  # rate over the last logging interval
+        self.accelerator.log(logs, step=self.step)
+        if self.is_main:
+            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, **logs}) + "\n")
+            if self._bar is not None:
+                shown = {k: f"{v:.4g}" for k, v in logs.items() if not k.startswith("lr/") and k != "steps_per_s"}
+                self._bar.set_postfix(shown, refresh=False)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        """Write a complete checkpoint of everything registered, atomically (see checkpointing.py)."""
+        emas = {name: e for name, (e, _) in self._emas.items()}
+        return save_checkpoint(self.accelerator, self.ckpt, self.step, emas, {"stage": self.stage})
+
+    def restore(self, spec: str | None = None) -> int:
+        """Load the checkpoint named by ``spec`` (default: ``--resume``); returns the restored step.
+
+        ``--resume latest`` on a run with no checkpoint starts fresh (so a preemptible job can always
+        pass it). Without ``--resume``, a run folder that already has checkpoints is an error rather
+        than silently mixing two runs.
+        """
+        spec = spec if spec is not None else self.resume_spec
+        if self.is_main:
+            self.ckpt.clean_partial()
+        self.accelerator.wait_for_everyone()
+        if spec is None:
+            if self.ckpt.latest() is not None:
+                raise FileExistsError(f"{self.out_dir} already has checkpoints: pass --resume latest or a new --out")
+            return 0
+        path = self.ckpt.resolve(spec)
+        if path is None:
+            return 0
+        state = load_checkpoint(self.accelerator, path, {name: e for name, (e, _) in self._emas.items()})
+        if self.step != state["step"]:
+            raise RuntimeError(f"checkpoint {path}: step counter {self.step} != run_state step {state['step']}")
+        if self.is_main:
+            truncate_metrics(self.out_dir / "metrics.jsonl", self.step)
+        return self.step
+
+    def finish(self, export: Callable[[], Path] | None = None) -> Path:
+        """Flush logs, close the progress bar and trackers; then, on the main process, call
+        ``export()`` (the stage's export) and log where it wrote. Returns the run folder."""
+        self._flush_logs()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.accelerator.end_training()
+        if export is not None and self.is_main:
+            self.print(f"exported {export()}")
+        return self.out_dir
+
+    def print(self, *a) -> None:
+        """A log line from the main process only (stderr, so stdout stays clean for tools)."""
+        if self.is_main:
+            print(*a, file=sys.stderr, flush=True)
+
+
+class _Warmup:
+    """Picklable LR multiplier: linear warm-up then constant."""
+
+    def __init__(self, steps: int):
+        self.steps = int(steps)
+
+    def __call__(self, step: int) -> float:
+        return 1.0 if self.steps <= 0 else min(1.0, (step + 1) / self.steps)
+
+
+def _to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def run_main(fn, argv=None) -> int:
+    """Call a stage's ``train(argv)``; map the NaN guard and config errors to exit codes."""
+    try:
+        fn(argv)
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_NONFINITE
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except StopRequested as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_STOPPED
+    return 0
+
+
+def start_stage(stage: str, cfg_cls, argv: list[str] | None = None, *, extra=None,
+                find_unused_parameters: bool = False, adjust_data=None):
+    """The start of every stage command: parse the command line, load and check the stage's section
+    of the config file and open the :class:`Run` (which records what was run in config.json).
+    ``extra(parser)`` adds stage-specific flags; ``adjust_data(data, cfg)`` may replace the data
+    config before it is recorded. Returns ``(args, data, cfg, run)``."""
+    args = parse_args(stage, argv, extra=extra)
+    data, cfg, name = load_config(args.config, stage, cfg_cls, args.overrides)
+    if adjust_data is not None:
+        data = adjust_data(data, cfg)
+    run = Run(stage, cfg.loop, args, config_name=name, find_unused_parameters=find_unused_parameters,
+              config_record={"config": to_dict(cfg), "data": to_dict(data), "config_file": str(args.config)})
+    return args, data, cfg, run
