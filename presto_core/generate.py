@@ -9,16 +9,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+import sysconfig
 from pathlib import Path
 
+import soundfile as sf
+
+from presto_core.audio import write_wav
 from presto_core.errors import PrestoError
+from presto_core.pipeline import PrestoPipeline
+from presto_core.request import GenerationRequest
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "presto-default"
+# Where a plain ``pip install .`` puts the same folder (pyproject.toml's data-files).
+INSTALLED_MODEL = Path(sysconfig.get_path("data")) / "share" / "presto" / "presto-default"
 
 
 def default_model() -> Path:
-    """The embedded default model folder shipped in ``assets/``."""
-    return DEFAULT_MODEL
+    """The embedded default model folder: ``assets/presto-default`` of the source tree (a clone or an
+    editable install), else the copy a plain install placed under ``<prefix>/share/presto``."""
+    if DEFAULT_MODEL.is_dir() or not INSTALLED_MODEL.is_dir():
+        return DEFAULT_MODEL
+    return INSTALLED_MODEL
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,12 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        import soundfile as sf
-
-        from presto_core.audio import write_wav
-        from presto_core.pipeline import PrestoPipeline
-        from presto_core.request import GenerationRequest
-
         model = args.model or default_model()
         if args.model is None and not Path(model).is_dir():
             raise PrestoError(f"the embedded default model is missing at {model}; pass --model DIR|hub-id")
