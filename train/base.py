@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from presto_core.dit import DiT, DiTConfig
-from presto_core.edm import Precond, sample_sigmas
+from presto_core.edm import Precond
 from train.data.dataset import collate
 from train.diffusion.common import check_same_architecture, latent_caches, load_dit, prepare_latent_data
 from train.diffusion.configs import BaseStageConfig
@@ -52,26 +52,15 @@ def train(argv: list[str] | None = None) -> Path:
         model.backbone.load_state_dict(load_init(cfg.init, cfg.model).state_dict())
     run.print(f"base: DiT {model.backbone.num_parameters() / 1e6:.1f}M params, {len(lat.dataset)} cached items, "
               f"crops of {lat.frames} frames, {run.accelerator.num_processes} process(es), {run.mixed_precision}")
-    opt = run.adam(model.parameters())
-    sched = run.lr_schedule(opt)
-    model, opt = run.prepare(model, opt)
-    ema = run.ema("model", model)
+    model, opt, sched, ema = run.train_one(model)
     heldout = lat.heldout_loss(run, data, cfg)
     if heldout is not None:
         eval_model = Precond(DiT(cfg.model), cfg.edm.sigma_data).to(run.device).eval()  # before restore(): RNG
-    if run.restore():
-        run.print(f"resumed at step {run.step}")
+    run.restore()
 
     for batch in run.batches(lat.dataset, collate):
-        x0 = batch["latents"]
-        b = x0.shape[0]
-        g = run.generator()
-        sigma = sample_sigmas("train", b, cfg.edm, generator=g, device=run.device)
-        noise = torch.randn(x0.shape, generator=g, device=run.device)
-        uncond = torch.rand(b, generator=g, device=run.device) < cfg.cond_dropout
-        emb, mask = lat.text.batch(batch["caption"], run.device)
-        loss = masked_dsm_loss(model, x0, sigma, noise, batch["length"], cfg.edm.sigma_data,
-                               text=emb, text_mask=mask, bpm=batch["bpm"], uncond=uncond)
+        x0, sigma, noise, cond = lat.dsm_inputs(run, batch, cfg)
+        loss = masked_dsm_loss(model, x0, sigma, noise, batch["length"], cfg.edm.sigma_data, **cond)
         grad_norm = run.backward(loss, model, opt, sched)
         run.end_step(loss=loss, grad_norm=grad_norm)
         if heldout is not None and ((cfg.eval_every and run.step % cfg.eval_every == 0) or run.done):

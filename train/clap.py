@@ -95,14 +95,10 @@ def train(argv: list[str] | None = None) -> Path:
     model = EmbeddedClap(cfg.model)
     run.print(f"clap: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, {len(dataset)} training "
               f"pieces, {len(heldout) if heldout else 0} held out, {run.mixed_precision}")
-    opt = run.adam(model.parameters())
-    sched = run.lr_schedule(opt)
-    model, opt = run.prepare(model, opt)
-    ema = run.ema("model", model)
+    model, opt, sched, ema = run.train_one(model)
     # Built before restore(): initialising it draws from the global RNG, which restore() resets.
     eval_model = EmbeddedClap(cfg.model).to(run.device) if run.is_main else None
-    if run.restore():
-        run.print(f"resumed at step {run.step}")
+    run.restore()
 
     def evaluate():
         if run.is_main and heldout is not None and len(heldout):

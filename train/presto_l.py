@@ -29,7 +29,7 @@ import torch
 
 from presto_core.budget import DropSchedule
 from presto_core.dit import DiT, DiTConfig
-from presto_core.edm import Precond, sample_sigmas
+from presto_core.edm import Precond
 from train.data.dataset import collate
 from train.diffusion.common import load_dit, prepare_latent_data
 from train.diffusion.configs import METHODS, PrestoLStageConfig
@@ -103,27 +103,16 @@ def train(argv: list[str] | None = None) -> Path:
     run.print(f"{cfg.name}: DiT {dit.num_parameters() / 1e6:.1f}M params, depth {model_cfg.depth}, drop schedule "
               f"{schedule.counts} ({model_cfg.drop_mode}), nu={nu}, {len(lat.dataset)} cached items, crops of "
               f"{lat.frames} frames, {run.accelerator.num_processes} process(es), {run.mixed_precision}")
-    opt = run.adam(model.parameters())
-    sched = run.lr_schedule(opt)
-    model, opt = run.prepare(model, opt)
-    ema = run.ema("model", model)
+    model, opt, sched, ema = run.train_one(model)
     heldout = lat.heldout_loss(run, data, cfg)
     if heldout is not None:
         eval_model = Precond(DiT(model_cfg), cfg.edm.sigma_data).to(run.device).eval()  # before restore(): RNG
-    if run.restore():
-        run.print(f"resumed at step {run.step}")
+    run.restore()
 
     for batch in run.batches(lat.dataset, collate):
-        x0 = batch["latents"]
-        b = x0.shape[0]
-        g = run.generator()
-        sigma = sample_sigmas("train", b, cfg.edm, generator=g, device=run.device)
-        noise = torch.randn(x0.shape, generator=g, device=run.device)
-        uncond = torch.rand(b, generator=g, device=run.device) < cfg.cond_dropout
-        emb, mask = lat.text.batch(batch["caption"], run.device)
+        x0, sigma, noise, cond = lat.dsm_inputs(run, batch, cfg)
         loss, metrics = presto_l_loss(model, x0, sigma, noise, schedule=schedule, nu=nu,
-                                      sigma_data=cfg.edm.sigma_data, length=batch["length"],
-                                      text=emb, text_mask=mask, bpm=batch["bpm"], uncond=uncond)
+                                      sigma_data=cfg.edm.sigma_data, length=batch["length"], **cond)
         grad_norm = run.backward(loss, model, opt, sched)
         run.end_step(loss=loss, grad_norm=grad_norm, **metrics)
         if heldout is not None and ((cfg.eval_every and run.step % cfg.eval_every == 0) or run.done):

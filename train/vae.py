@@ -353,8 +353,7 @@ def train(argv: list[str] | None = None) -> Path:
         vae, disc, spec_loss, opt_g, opt_d = run.prepare(vae, disc, spec_loss, opt_g, opt_d)
     else:
         vae, disc, opt_g, opt_d = run.prepare(vae, disc, opt_g, opt_d)
-    if run.restore():
-        run.print(f"resumed at step {run.step}")
+    run.restore()
     clips = None
     if run.is_main:
         _truncate_eval(run.out_dir / EVAL_LOG, run.step, inclusive=not run.done)  # final eval reruns

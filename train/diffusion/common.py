@@ -13,6 +13,7 @@ import torch
 
 from presto_core import checkpoint as ckpt
 from presto_core.dit import DiT, DiTConfig
+from presto_core.edm import sample_sigmas
 from presto_core.text import load_text_encoder
 from train.data.dataset import collate
 from train.data.latents import LatentDataset, encode_latents
@@ -128,6 +129,18 @@ class LatentData:
     text: TextCache
     frames: int  # latent frames per training crop
     dataset: LatentDataset  # training crops
+
+    def dsm_inputs(self, run: Run, batch: dict, cfg: DSMStageConfig):
+        """One DSM step's draws from the step's generator: -> x0 (B, C, T), sigma (B,) from the
+        training distribution, noise (B, C, T), and the conditioning kwargs (text tokens, mask, BPM,
+        ``uncond`` for the ``cond_dropout`` share of samples)."""
+        x0 = batch["latents"]
+        b, g = x0.shape[0], run.generator()
+        sigma = sample_sigmas("train", b, cfg.edm, generator=g, device=run.device)
+        noise = torch.randn(x0.shape, generator=g, device=run.device)
+        uncond = torch.rand(b, generator=g, device=run.device) < cfg.cond_dropout
+        emb, mask = self.text.batch(batch["caption"], run.device)
+        return x0, sigma, noise, dict(text=emb, text_mask=mask, bpm=batch["bpm"], uncond=uncond)
 
     def heldout_loss(self, run: Run, data: DataConfig, cfg: DSMStageConfig) -> HeldoutLoss | None:
         """The held-out DSM loss on the main process when the corpus has held-out pieces, else None."""

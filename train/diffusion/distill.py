@@ -177,8 +177,7 @@ def train_stage(argv, stage: str, cfg_cls, *, variant: Callable, generator_init:
     gen_raw, psi_raw = run.unwrap(gen_p), run.unwrap(psi_p)
     ema = run.ema("generator", gen_p)
     meter = TurnMeter()
-    if run.restore():
-        run.print(f"resumed at step {run.step}")
+    run.restore()
 
     for batch in run.batches(lat.dataset, collate):
         x_real, length = batch["latents"], batch["length"]

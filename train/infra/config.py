@@ -1,6 +1,6 @@
 """Typed JSON configs and the command line every training entry point shares.
 
-A config file is {"name": ..., "data": {...}, "<stage>": {...}, ...}; :func:`from_dict` builds a
+A config file is {"name": ..., "data": {...}, "shared": {...}, "<stage>": {...}, ...}; :func:`from_dict` builds a
 typed dataclass from a section (nested dataclasses, tuples, type checks, unknown keys rejected),
 and ``--set a.b.c=VALUE`` overrides any value from the command line.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 from presto_core.checkpoint import config_to_dict
 
-SECTIONS = ("data", "vae", "base", "clap", "presto_l", "presto_s", "presto_ls")
+SECTIONS = ("data", "shared", "vae", "base", "clap", "presto_l", "presto_s", "presto_ls")
 
 class ConfigError(ValueError):
     """A config file or override does not match the typed config (message names the key)."""
@@ -164,17 +164,37 @@ class DataConfig:
     heldout_split: str = "heldout"
 
 
+def _merged(defaults: dict, own: dict) -> dict:
+    """``own`` over ``defaults``; nested objects are merged key by key (own wins)."""
+    out = dict(defaults)
+    for k, v in own.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def stage_section(raw: dict, stage: str, cls) -> dict:
+    """The raw section of ``stage`` with the file's ``shared`` values filled in for every field of
+    ``cls`` the section does not set itself (so a value every latent stage needs, e.g. ``edm`` or
+    ``vae``, is written once)."""
+    shared = raw.get("shared", {})
+    if not isinstance(shared, dict):
+        raise ConfigError(f"the 'shared' section must be an object, got {shared!r}")
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    return _merged({k: v for k, v in shared.items() if k in fields}, raw[stage])
+
+
 def load_config(path, stage: str, cls, overrides: list[str] | tuple = ()):
     """Load one stage of a config file: returns ``(DataConfig, cls instance, config name)``.
 
-    The file is {"name": ..., "data": {...}, "<stage>": {...}, ...}; other stages' sections are
+    The file is {"name": ..., "data": {...}, "shared": {...}, "<stage>": {...}, ...}; ``shared``
+    holds values common to several stages (see :func:`stage_section`); other stages' sections are
     not interpreted here (each stage validates its own).
     """
     raw = read_config_file(path, overrides)
     if stage not in raw:
         raise ConfigError(f"{path} has no {stage!r} section")
     data = from_dict(DataConfig, raw.get("data", {}), "data")
-    return data, from_dict(cls, raw[stage], stage), raw["name"]
+    return data, from_dict(cls, stage_section(raw, stage, cls), stage), raw["name"]
 
 
 def parse_args(stage: str, argv: list[str] | None = None, extra=None) -> argparse.Namespace:

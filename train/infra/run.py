@@ -9,6 +9,7 @@ A stage (``train/base.py``, ``train/vae.py``, ...) is written as::
     sched = run.lr_schedule(opt)                          # linear warm-up, registered for checkpoints
     model, opt = run.prepare(model, opt)                  # DDP / FSDP / mixed precision
     ema = run.ema("model", model, cfg.loop.ema_decay)     # saved with every checkpoint
+    # (the four lines above are run.train_one(model) for a stage with one optimizer)
     run.restore()                                         # last: after everything that draws from the RNG
     for batch in run.batches(dataset, collate):          # stops at max_steps, resumes mid-epoch
         gen = run.generator()                             # per-step RNG: exact after resume
@@ -167,6 +168,14 @@ class Run:
     def prepare(self, *objs):
         """accelerate.prepare for models and optimizers (DDP/FSDP wrapping, device, autocast)."""
         return self.accelerator.prepare(*objs)
+
+    def train_one(self, model, ema_name: str = "model"):
+        """The usual set-up of one trained model: Adam with the loop's settings, its warm-up schedule,
+        accelerate's wrapping and an EMA. Returns (prepared model, optimizer, scheduler, EMA)."""
+        opt = self.adam(model.parameters())
+        sched = self.lr_schedule(opt)
+        model, opt = self.prepare(model, opt)
+        return model, opt, sched, self.ema(ema_name, model)
 
     def unwrap(self, model):
         return self.accelerator.unwrap_model(model)
@@ -381,6 +390,7 @@ class Run:
             raise RuntimeError(f"checkpoint {path}: step counter {self.step} != run_state step {state['step']}")
         if self.is_main:
             truncate_metrics(self.out_dir / "metrics.jsonl", self.step)
+        self.print(f"resumed at step {self.step}")
         return self.step
 
     def finish(self, export: Callable[[], Path] | None = None) -> Path:

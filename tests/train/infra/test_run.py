@@ -229,3 +229,38 @@ def test_two_processes_ddp_resume_and_nan_guard(toy_config, tmp_path):
 
 if __name__ == "__main__":  # the toy stage, for the torchrun test above
     sys.exit(run_main(toy_train))
+
+
+def test_shared_section_fills_each_stage_and_the_stage_wins(tmp_path):
+    from train.diffusion.configs import PrestoSStageConfig
+    from train.vae import VAEStageConfig
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({
+        "shared": {"edm": {"rho": 5.0, "sigma_max": 40.0}, "vae": "V", "crop_seconds": 3.0},
+        "base": {"edm": {"rho": 9.0}}, "presto_s": {"crop_seconds": 2.0}, "vae": {}, "clap": {}}))
+    _, base, _ = load_config(path, "base", BaseStageConfig)
+    assert (base.edm.rho, base.edm.sigma_max, base.vae, base.crop_seconds) == (9.0, 40.0, "V", 3.0)
+    _, ps, _ = load_config(path, "presto_s", PrestoSStageConfig)
+    assert (ps.edm.rho, ps.crop_seconds, ps.vae) == (5.0, 2.0, "V")
+    _, vae, _ = load_config(path, "vae", VAEStageConfig)  # no field named vae or edm: only crop_seconds applies
+    assert vae.crop_seconds == 3.0
+    _, over, _ = load_config(path, "base", BaseStageConfig, ["shared.vae=W", "base.edm.p_std=2"])
+    assert over.vae == "W" and (over.edm.rho, over.edm.p_std) == (9.0, 2.0)
+    path.write_text(json.dumps({"shared": [1], "base": {}}))
+    with pytest.raises(ConfigError, match="'shared' section must be an object"):
+        load_config(path, "base", BaseStageConfig)
+
+
+def test_every_shared_value_of_the_shipped_configs_is_used():
+    from dataclasses import fields
+
+    from train.diffusion.configs import PrestoLSStageConfig, PrestoLStageConfig, PrestoSStageConfig
+    from train.vae import VAEStageConfig
+
+    classes = (VAEStageConfig, BaseStageConfig, ClapStageConfig, PrestoLStageConfig, PrestoSStageConfig,
+               PrestoLSStageConfig)
+    known = {f.name for cls in classes for f in fields(cls)}
+    for scale in ("test", "tiny", "paper"):
+        shared = read_config_file(CONFIGS / f"{scale}.json").get("shared", {})
+        assert shared and set(shared) <= known, (scale, set(shared) - known)
