@@ -1,6 +1,6 @@
 """The page in headless Chromium (Playwright): Generate gives playable audio (an <audio> whose
-source loads) and a spectrogram image; "Use these settings" fills the controls; the rho sweep and
-A/B tabs render. With PRESTO_SCREENSHOTS=1 it also saves assets/screenshots/{main,rho_sweep,ab}.png
+source loads) and a spectrogram image; "Use these settings" fills the controls; the rho sweep gives
+one captioned clip per rho and A/B two different clips, each of the requested length. With PRESTO_SCREENSHOTS=1 it also saves assets/screenshots/{main,rho_sweep,ab}.png
 (off by default so CI does not rewrite committed files)."""
 
 import os
@@ -92,20 +92,34 @@ def test_generate_plays_audio_and_shows_spectrogram(page):
     page.wait_for_function(f"() => document.querySelector('#seed input')?.value == '{seed}'")
 
 
+def _card_text(pg, audio_id):
+    """The caption of the result card that holds the player ``audio_id``."""
+    return pg.locator(f"xpath=//*[@id='{audio_id}']/ancestor::div[contains(@class, 'column')][1]").inner_text()
+
+
 def test_rho_sweep_tab(page):
     _set_number(page, "steps", 4)  # rho shapes the schedule from 3 steps on
     page.get_by_role("tab", name="ρ sweep").click()
     box = page.get_by_label("ρ values (up to 8)")
     box.fill("1, 3, 7, 100, 1000")
     page.click("#sweep-btn")
-    for i in range(5):
-        _audio_loads(page, f"#sweep-audio-{i}")
+    srcs = []
+    for i, rho in enumerate(("1", "3", "7", "100", "1000")):
+        # One clip per rho, at the Generate tab's duration, captioned with its rho.
+        assert _audio_loads(page, f"#sweep-audio-{i}") == pytest.approx(4.0, abs=0.1)
+        assert f"ρ = {rho}" in _card_text(page, f"sweep-audio-{i}")
+        srcs.append(page.get_attribute(f"#sweep-audio-{i} audio[src]", "src"))
+    assert len(set(srcs)) == 5
+    assert not page.locator("#sweep-audio-5 audio[src]").count()  # no sixth card
     _shot(page, "rho_sweep")
 
 
 def test_ab_tab(page):
     page.get_by_role("tab", name="A/B").click()
     page.click("#ab-btn")
-    _audio_loads(page, "#ab-audio-0")
-    _audio_loads(page, "#ab-audio-1")
+    assert _audio_loads(page, "#ab-audio-0") == pytest.approx(4.0, abs=0.1)
+    assert _audio_loads(page, "#ab-audio-1") == pytest.approx(4.0, abs=0.1)
+    a, b = _card_text(page, "ab-audio-0"), _card_text(page, "ab-audio-1")
+    assert "A: " in a and "B: " in b and "steps" in a and "steps" in b  # each side names its variant
+    assert page.get_attribute("#ab-audio-0 audio[src]", "src") != page.get_attribute("#ab-audio-1 audio[src]", "src")
     _shot(page, "ab")

@@ -73,10 +73,17 @@ def test_losses_finite_and_logged(full_run):
 
 
 def test_weights_change(full_run):
+    """Steps 3 and 4 move every floating-point tensor of the VAE and of the discriminator (all are
+    trained parameters: none is left out of the optimizers)."""
     for index in (0, 1):  # VAE, discriminator
         a, b = _ckpt_tensors(full_run, 2, index), _ckpt_tensors(full_run, 4, index)
         assert a.keys() == b.keys()
-        assert any(not torch.equal(a[k], b[k]) for k in a), f"model {index} did not change"
+        changed = {k for k in a if not torch.equal(a[k], b[k])}
+        assert changed, f"model {index} did not change"
+        floats = {k for k, v in a.items() if v.is_floating_point()}
+        assert changed <= floats
+        frozen = sorted(floats - changed)
+        assert frozen == [], f"model {index}: {frozen[:5]} did not train"
 
 
 def test_export_loads_with_latent_scale(full_run, corpus):
