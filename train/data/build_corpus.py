@@ -1,11 +1,16 @@
 """Build the procedural, captioned, BPM-labelled training corpus entirely offline.
 
-    python -m train.data.build_corpus --out DIR --hours H --seed S [--heldout-fraction 0.05]
-        [--soundfont PATH] [--clip-seconds 32] [--jobs 1] [--format flac|wav] [--genres a,b]
-        [--no-render] [--overwrite]
+    python -m train.data.build_corpus --out DIR --hours H --seed S [--version 1|2]
+        [--heldout-fraction 0.05] [--soundfont PATH] [--clip-seconds 32] [--jobs 1] [--format flac|wav]
+        [--genres a,b] [--slow-share 0.35] [--no-render] [--overwrite]
+
+Version 1 (the default, what the shipped model was trained on) renders mono. Version 2 renders
+stereo: each part has its own pan, reverb and chorus send (train/data/corpus/mix.py), velocities
+are humanised, and ``--slow-share`` of the pieces (default 0.35) are drawn at 60-95 BPM from the
+genres whose range reaches that band, so slow tempos have many clear examples.
 
 Writes, under DIR (the dataset format of train/data/dataset.py):
-    audio/NNNNN_<genre>.flac   mono 44.1 kHz, 16-bit, exactly --clip-seconds long
+    audio/NNNNN_<genre>.flac   44.1 kHz, 16-bit, mono (v1) or stereo (v2), exactly --clip-seconds long
     midi/NNNNN_<genre>.mid     the arrangement FluidSynth rendered
     metadata.jsonl             one JSON per piece: path, captions, bpm, key, mode, genre, split ...
     heldout_prompts.json       captions + bpm of the held-out pieces (example prompts for the app)
@@ -35,34 +40,53 @@ from tqdm import tqdm
 
 from train.data.corpus.arrange import arrange
 from train.data.corpus.captions import make_captions
-from train.data.corpus.genres import GENRES, get_genre
+from train.data.corpus.genres import GENRES, GenreSpec, get_genre
+from train.data.corpus.mix import apply_mix
 from train.data.corpus.render import (
     RenderError, find_fluidsynth, find_soundfont, finish_clip, fluidsynth_version, render_midi,
 )
 
 SAMPLE_RATE = 44100
+VERSIONS = (1, 2)
+SLOW_BAND = (60, 95)  # BPM band the v2 corpus gives --slow-share of its pieces (the slow requests)
 
 
 @dataclass(frozen=True)
 class PiecePlan:
-    """Which genre and split piece `index` gets; its generator is seeded by (seed, index)."""
+    """Which genre and split piece `index` gets; its generator is seeded by (seed, index).
+    ``bpm_range``: the tempo band it is drawn from (None: the genre's own range); ``version``: the
+    corpus version (2 adds the stereo mix)."""
 
     index: int
     genre: str
     split: str
     seed: int
+    bpm_range: tuple[int, int] | None = None
+    version: int = 1
 
     @property
     def stem(self) -> str:
         return f"{self.index:05d}_{self.genre}"
 
 
+def slow_range(genre: GenreSpec) -> tuple[int, int] | None:
+    """The part of the genre's tempo range inside SLOW_BAND, if it spans at least 8 BPM."""
+    lo, hi = max(genre.bpm[0], SLOW_BAND[0]), min(genre.bpm[1], SLOW_BAND[1])
+    return (lo, hi) if hi - lo >= 8 else None
+
+
 def plan_corpus(n_pieces: int, seed: int, heldout_fraction: float = 0.05,
-                genres: list[str] | None = None) -> list[PiecePlan]:
+                genres: list[str] | None = None, version: int = 1, slow_share: float = 0.35) -> list[PiecePlan]:
     """Balanced genre assignment (shuffled rounds over all genres) and a held-out subset.
 
-    At least one piece is held out when heldout_fraction > 0 and n_pieces >= 2.
+    At least one piece is held out when heldout_fraction > 0 and n_pieces >= 2. Version 2 also
+    draws ``slow_share`` of all pieces at 60-95 BPM: every piece of a genre whose range lies in
+    that band, and enough pieces of the genres that reach into it.
     """
+    if version not in VERSIONS:
+        raise ValueError(f"corpus version must be one of {VERSIONS}, got {version!r}")
+    if not 0.0 <= slow_share < 1.0:
+        raise ValueError(f"slow_share must be in [0, 1), got {slow_share}")
     names = sorted(genres or GENRES)
     for g in names:
         get_genre(g)
@@ -74,14 +98,25 @@ def plan_corpus(n_pieces: int, seed: int, heldout_fraction: float = 0.05,
     if heldout_fraction > 0 and n_pieces >= 2:
         n_held = min(n_pieces - 1, max(1, round(n_pieces * heldout_fraction)))
     held = set(rng.permutation(n_pieces)[:n_held].tolist())
-    return [PiecePlan(i, order[i], "heldout" if i in held else "train", seed) for i in range(n_pieces)]
+    bands: list[tuple[int, int] | None] = [None] * n_pieces
+    if version >= 2:
+        slow = [slow_range(get_genre(order[i])) for i in range(n_pieces)]
+        # Pieces whose genre can be slow, in a seeded order; already-slow genres count as slow.
+        natural = sum(1 for i, r in enumerate(slow) if r is not None and get_genre(order[i]).bpm[1] <= SLOW_BAND[1])
+        extra = max(0, round(slow_share * n_pieces) - natural)
+        candidates = [i for i in np.random.default_rng([seed, 0x510]).permutation(n_pieces).tolist()
+                      if slow[i] is not None and get_genre(order[i]).bpm[1] > SLOW_BAND[1]]
+        for i in candidates[:extra]:
+            bands[i] = slow[i]
+    return [PiecePlan(i, order[i], "heldout" if i in held else "train", seed, bands[i], version)
+            for i in range(n_pieces)]
 
 
 def make_piece(plan: PiecePlan, clip_seconds: float, audio_format: str = "flac"):
     """Arrange and caption one planned piece. Returns (pretty_midi object, metadata dict)."""
     genre = get_genre(plan.genre)
     rng = np.random.default_rng(np.random.SeedSequence([plan.seed, plan.index]))
-    pm, info = arrange(genre, rng, clip_seconds)
+    pm, info = arrange(genre, rng, clip_seconds, bpm_range=plan.bpm_range)
     captions = make_captions(info, genre, rng)
     instruments = [p["name"] for p in info.parts]
     record = {
@@ -95,14 +130,19 @@ def make_piece(plan: PiecePlan, clip_seconds: float, audio_format: str = "flac")
                      for s in info.sections],
         "seed": [plan.seed, plan.index],
     }
+    if plan.version >= 2:
+        # Its own generator: the arrangement above is the same piece as in version 1.
+        mix_rng = np.random.default_rng(np.random.SeedSequence([plan.seed, plan.index, 2]))
+        record.update(channels=2, mix=apply_mix(pm, genre.reverb, mix_rng), version=plan.version)
     return pm, record
 
 
-def render_piece(job: tuple[str, str, float, str | None]) -> dict:
+def render_piece(job: tuple[str, str, float, str | None, bool]) -> dict:
     """Worker: render one MIDI file to a finished clip (atomic write). Returns stats."""
-    midi_path, audio_path, seconds, soundfont = job
+    midi_path, audio_path, seconds, soundfont, stereo = job
     t0 = time.perf_counter()
-    audio = finish_clip(render_midi(midi_path, SAMPLE_RATE, soundfont), SAMPLE_RATE, seconds)
+    audio = finish_clip(render_midi(midi_path, SAMPLE_RATE, soundfont, stereo=stereo), SAMPLE_RATE, seconds,
+                        name=midi_path)
     tmp = audio_path + ".part"
     fmt = "FLAC" if audio_path.endswith(".flac") else "WAV"
     sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16", format=fmt)
@@ -115,7 +155,7 @@ def build_corpus(out: str | os.PathLike, hours: float | None = None, n_pieces: i
                  seed: int = 0, heldout_fraction: float = 0.05, soundfont: str | None = None,
                  clip_seconds: float = 32.0, jobs: int = 1, audio_format: str = "flac",
                  genres: list[str] | None = None, render: bool = True, overwrite: bool = False,
-                 progress: bool = False) -> list[dict]:
+                 progress: bool = False, version: int = 1, slow_share: float = 0.35) -> list[dict]:
     """Build a corpus under `out` (see module doc); give `hours` or `n_pieces`.
 
     Returns the metadata records (also written to metadata.jsonl).
@@ -135,7 +175,7 @@ def build_corpus(out: str | os.PathLike, hours: float | None = None, n_pieces: i
         sf_path = str(find_soundfont(soundfont))
 
     records, jobs_todo = [], []
-    for plan in plan_corpus(n_pieces, seed, heldout_fraction, genres):
+    for plan in plan_corpus(n_pieces, seed, heldout_fraction, genres, version, slow_share):
         pm, rec = make_piece(plan, clip_seconds, audio_format)
         buf = io.BytesIO()
         pm.write(buf)
@@ -145,7 +185,7 @@ def build_corpus(out: str | os.PathLike, hours: float | None = None, n_pieces: i
         records.append(rec)
         # existing audio is reused only when it was rendered from this very MIDI file
         if render and (overwrite or not same_midi or not audio_path.is_file()):
-            jobs_todo.append((str(out / rec["midi"]), str(audio_path), clip_seconds, sf_path))
+            jobs_todo.append((str(out / rec["midi"]), str(audio_path), clip_seconds, sf_path, version >= 2))
 
     with open(out / "metadata.jsonl", "w") as f:
         for rec in records:
@@ -159,7 +199,11 @@ def build_corpus(out: str | os.PathLike, hours: float | None = None, n_pieces: i
     stats = _render_all(jobs_todo, jobs, progress)
     info = {"seed": seed, "n_pieces": n_pieces, "clip_seconds": clip_seconds, "hours": n_pieces * clip_seconds / 3600,
             "heldout_fraction": heldout_fraction, "genres": sorted(genres or GENRES),
-            "sample_rate": SAMPLE_RATE, "format": audio_format, "soundfont": sf_path}
+            "sample_rate": SAMPLE_RATE, "format": audio_format, "soundfont": sf_path, "version": version,
+            "channels": 2 if version >= 2 else 1}
+    if version >= 2:
+        info["slow_share"] = slow_share
+        info["slow_pieces"] = sum(SLOW_BAND[0] <= r["bpm"] <= SLOW_BAND[1] for r in records)
     if render:
         total_render = sum(s["render_s"] for s in stats)
         info.update(fluidsynth=fluidsynth_version(), rendered=len(stats), render_cpu_s=round(total_render, 2),
@@ -204,6 +248,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=1, help="parallel FluidSynth processes")
     ap.add_argument("--format", choices=("flac", "wav"), default="flac")
     ap.add_argument("--genres", default=None, help=f"comma list from: {','.join(sorted(GENRES))}")
+    ap.add_argument("--version", type=int, choices=VERSIONS, default=1,
+                    help="1: mono (the shipped model's corpus); 2: stereo mix, humanised velocities, more slow pieces")
+    ap.add_argument("--slow-share", type=float, default=0.35, help="version 2: share of pieces at 60-95 BPM")
     ap.add_argument("--no-render", action="store_true", help="write MIDI + metadata only")
     ap.add_argument("--overwrite", action="store_true",
                     help="re-render all audio (by default audio whose MIDI is unchanged is kept)")
@@ -213,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
                             heldout_fraction=a.heldout_fraction, soundfont=a.soundfont,
                             clip_seconds=a.clip_seconds, jobs=a.jobs, audio_format=a.format,
                             genres=a.genres.split(",") if a.genres else None, render=not a.no_render,
-                            overwrite=a.overwrite, progress=True)
+                            overwrite=a.overwrite, progress=True, version=a.version, slow_share=a.slow_share)
     except (RenderError, ValueError) as exc:
         sys.exit(f"build_corpus: error: {exc}")
     n_held = sum(r["split"] == "heldout" for r in recs)

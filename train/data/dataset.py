@@ -73,6 +73,22 @@ def read_metadata(root: str | os.PathLike, split: str | None = "train") -> list[
     return out
 
 
+def check_audio(records: list[dict], min_seconds: float = 0.1) -> None:
+    """Read each record's audio header once: a file that cannot be opened, is shorter than
+    ``min_seconds`` or has another rate than its ``sample_rate`` field raises ValueError naming it."""
+    for rec in records:
+        path = rec["abs_path"]
+        try:
+            info = sf.info(path)
+        except (OSError, RuntimeError) as e:  # soundfile raises LibsndfileError (a RuntimeError)
+            raise ValueError(f"{path}: unreadable audio ({' '.join(str(e).split())})") from None
+        if info.frames < min_seconds * info.samplerate:
+            raise ValueError(f"{path}: only {info.frames / info.samplerate:.3f} s of audio")
+        want = rec.get("sample_rate")
+        if want is not None and int(want) != info.samplerate:
+            raise ValueError(f"{path}: the file is {info.samplerate} Hz but metadata.jsonl says {int(want)} Hz")
+
+
 def load_mono(path: str, sample_rate: int, start_s: float = 0.0, seconds: float | None = None) -> np.ndarray:
     """Read [start_s, start_s + seconds) of a file (zero-padded past the end), mix down to
     mono and resample to `sample_rate`. Returns float32 (N,)."""
@@ -102,6 +118,7 @@ class AudioDataset(Dataset):
         self.items = read_metadata(root, split)
         if not self.items:
             raise ValueError(f"no items with split={split!r} in {root}")
+        check_audio(self.items)
         self.seconds, self.sample_rate = float(seconds), int(sample_rate)
         self.n = int(round(self.seconds * self.sample_rate))
         self.augment, self.target_db, self.seed, self.epoch = augment, target_db, int(seed), 0

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from train.data.augment import AugmentConfig, apply, augment_labels, rms_normalize
-from train.data.dataset import load_mono, read_metadata
+from train.data.dataset import check_audio, load_mono, read_metadata
 
 CACHE_KEY = "presto_latent_cache"
 _KEEP = ("path", "captions", "bpm", "key", "mode", "genre", "split")
@@ -48,6 +48,7 @@ def encode_latents(dataset_dir: str | os.PathLike, vae, out_path: str | os.PathL
     with a generator seeded by (seed, item, copy). Returns the written path.
     """
     items = read_metadata(dataset_dir, split)
+    check_audio(items)
     cfg = vae.cfg
     sr, hop = int(cfg.sample_rate), int(cfg.hop)
     augment = augment or AugmentConfig()

@@ -18,6 +18,9 @@ from train.data.dataset import read_metadata
 from train.data.corpus.genres import GENRES
 from train.data.corpus.music_theory import parse_roman, transpose_key, voice_chord
 from train.data.corpus import render
+from train.data.corpus.mix import ROLE_MIX, apply_mix
+from train.data.dataset import AudioDataset, check_audio, load_mono
+from train.evaluation.tempo import measure_tempo
 
 
 def _render_available() -> str | None:
@@ -187,8 +190,124 @@ def test_beat_tracker_finds_labelled_bpm(name, seed):
     (No octave allowance: four-on-the-floor / backbeat genres in 100-150 BPM are unambiguous.
     Half-time-feel genres such as reggae or drum and bass can come out at 2x or 1/2x, which
     inspect_corpus reports as "octave".)"""
-    from train.data.inspect_corpus import measure_tempo
-
     pm, info = arrange(GENRES[name], np.random.default_rng(seed), 10.0, start_section="verse")
     wav = render.finish_clip(render.render_midi(pm), 44100, 10.0)
     assert measure_tempo(wav, 44100) == pytest.approx(info.bpm, rel=0.04)
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus version 2: stereo mix, humanised velocities, slow pieces, bad data
+
+
+def test_version_2_keeps_the_version_1_piece_and_adds_the_mix(tmp_path):
+    v1 = build_corpus(tmp_path / "v1", n_pieces=24, seed=3, clip_seconds=8, render=False)
+    v2 = build_corpus(tmp_path / "v2", n_pieces=24, seed=3, clip_seconds=8, render=False, version=2,
+                      slow_share=0.0)
+    assert [r["bpm"] for r in v1] == [r["bpm"] for r in v2] and [r["caption"] for r in v1] == [r["caption"] for r in v2]
+    assert "mix" not in v1[0] and v2[0]["channels"] == 2 and v2[0]["version"] == 2
+    for a, b in zip(v1[:4], v2[:4]):
+        ma, mb = pretty_midi.PrettyMIDI(str(tmp_path / "v1" / a["midi"])), pretty_midi.PrettyMIDI(str(tmp_path / "v2" / b["midi"]))
+        assert len(ma.instruments) == len(mb.instruments) == len(b["mix"])
+        for ia, ib, mix in zip(ma.instruments, mb.instruments, b["mix"]):
+            # Same notes and timing; velocities humanised; one pan / reverb / chorus value each.
+            assert [(n.pitch, n.start) for n in ia.notes] == [(n.pitch, n.start) for n in ib.notes]
+            assert all(1 <= n.velocity <= 127 for n in ib.notes)
+            ccs = {c.number: c.value for c in ib.control_changes if c.number in (10, 91, 93)}
+            assert ccs == {10: mix["pan"], 91: mix["reverb"], 93: mix["chorus"]}
+            assert sum(c.number == 10 for c in ib.control_changes) == 1
+        moved = [na.velocity != nb.velocity for ia, ib in zip(ma.instruments, mb.instruments)
+                 for na, nb in zip(ia.notes, ib.notes)]
+        assert 0.5 < np.mean(moved) < 1.0
+    assert json.loads((tmp_path / "v2" / "corpus.json").read_text())["version"] == 2
+
+
+def test_mix_places_bass_and_drums_centre_and_spreads_the_rest():
+    pm = pretty_midi.PrettyMIDI()
+    for role in ("bass", "chords", "pad", "lead", "arp"):
+        inst = pretty_midi.Instrument(0, name=role)
+        inst.notes.append(pretty_midi.Note(100, 60, 0.0, 1.0))
+        pm.instruments.append(inst)
+    pm.instruments.append(pretty_midi.Instrument(0, is_drum=True, name="drums"))
+    for seed in range(20):
+        mix = {m["role"]: m for m in apply_mix(pm, 40, np.random.default_rng(seed))}
+        assert abs(mix["bass"]["pan"] - 64) <= ROLE_MIX["bass"][0] and mix["drums"]["pan"] == 64
+        assert abs(mix["chords"]["pan"] - 64) >= 0.6 * ROLE_MIX["chords"][0] - 1
+        # Two wide parts in a row go to opposite sides.
+        assert (mix["chords"]["pan"] - 64) * (mix["pad"]["pan"] - 64) < 0
+        assert all(0 <= m[k] <= 127 for m in mix.values() for k in ("pan", "reverb", "chorus"))
+        assert mix["bass"]["reverb"] < mix["pad"]["reverb"]
+
+
+def test_version_2_gives_slow_tempos_their_share():
+    plans = plan_corpus(320, seed=0, version=2, slow_share=0.35)
+    assert len({p.genre for p in plans}) == len(GENRES)  # still every genre
+    banded = [p for p in plans if p.bpm_range is not None]
+    assert banded and all(60 <= p.bpm_range[0] < p.bpm_range[1] <= 95 for p in banded)
+    naturally = [p for p in plans if GENRES[p.genre].bpm[1] <= 95]
+    assert (len(banded) + len(naturally)) / len(plans) == pytest.approx(0.35, abs=0.02)
+    assert plan_corpus(320, seed=0, version=1) == plan_corpus(320, seed=0)  # v1 is untouched
+    with pytest.raises(ValueError, match=r"corpus version must be one of \(1, 2\)"):
+        plan_corpus(4, seed=0, version=3)
+    with pytest.raises(ValueError, match=r"slow_share must be in \[0, 1\)"):
+        plan_corpus(4, seed=0, version=2, slow_share=1.0)
+
+
+def test_version_2_slow_pieces_are_labelled_in_the_band(tmp_path):
+    recs = build_corpus(tmp_path, n_pieces=64, seed=1, clip_seconds=8, render=False, version=2)
+    slow = [r for r in recs if r["bpm"] <= 95]
+    assert len(slow) >= 0.3 * len(recs)
+    assert all(60 <= r["bpm"] <= 95 for r in slow)
+    info = json.loads((tmp_path / "corpus.json").read_text())
+    assert info["slow_pieces"] == len([r for r in recs if 60 <= r["bpm"] <= 95])
+
+
+@needs_render
+@pytest.mark.slow
+def test_version_2_renders_stereo_with_a_plausible_width(tmp_path):
+    recs = build_corpus(tmp_path, n_pieces=3, seed=0, clip_seconds=6, version=2, genres=["pop", "lofi_hip_hop"])
+    for rec in recs:
+        wav, sr = sf.read(tmp_path / rec["path"], always_2d=True)
+        assert wav.shape == (6 * 44100, 2) and sr == 44100
+        mid, side = wav.mean(1), (wav[:, 0] - wav[:, 1]) / 2
+        width = float((side ** 2).sum() / (mid ** 2).sum())
+        assert 0.005 < width < 1.0, width
+        # The dataset reads the mono mix-down of a stereo file.
+        assert np.allclose(load_mono(str(tmp_path / rec["path"]), 44100), mid.astype(np.float32), atol=1e-4)
+
+
+@needs_render
+def test_silent_render_is_an_error_naming_the_file(tmp_path):
+    pm = pretty_midi.PrettyMIDI()
+    pm.instruments.append(pretty_midi.Instrument(0))
+    pm.write(str(tmp_path / "empty.mid"))
+    with pytest.raises(render.RenderError, match=r"empty\.mid: the render is silent"):
+        render.finish_clip(render.render_midi(str(tmp_path / "empty.mid")), 44100, 1.0, name=str(tmp_path / "empty.mid"))
+    with pytest.raises(render.RenderError, match="non-finite"):
+        render.finish_clip(np.full(100, np.nan, dtype=np.float32), 100, 1.0)
+
+
+def test_bad_audio_files_are_named(tmp_path):
+    (tmp_path / "audio").mkdir()
+    sf.write(tmp_path / "audio" / "ok.wav", 0.1 * np.ones(16000, dtype=np.float32), 16000)
+    (tmp_path / "audio" / "broken.wav").write_bytes(b"RIFF1234WAVEjunk")
+    sf.write(tmp_path / "audio" / "short.wav", np.zeros(10, dtype=np.float32), 16000)
+    rows = [{"path": "audio/ok.wav", "caption": "a", "bpm": 90, "sample_rate": 16000}]
+
+    def write(extra):
+        (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows + [extra]) + "\n")
+        return read_metadata(tmp_path, "train")
+
+    with pytest.raises(ValueError, match=r"broken\.wav: unreadable audio"):
+        check_audio(write({"path": "audio/broken.wav", "caption": "b", "bpm": 90}))
+    write({"path": "audio/short.wav", "caption": "c", "bpm": 90})
+    with pytest.raises(ValueError, match=r"short\.wav: only 0\.001 s of audio"):
+        AudioDataset(tmp_path, 0.5, 16000)  # the dataset checks its files when it is built
+    with pytest.raises(ValueError, match=r"ok\.wav: the file is 16000 Hz but metadata.jsonl says 44100 Hz"):
+        check_audio(write({"path": "audio/ok.wav", "caption": "d", "bpm": 90, "sample_rate": 44100}))
+    with pytest.raises(ValueError, match=r"metadata.jsonl:2: needs a numeric 'bpm'"):
+        write({"path": "audio/ok.wav", "caption": "e"})
+    with pytest.raises(ValueError, match=r"metadata.jsonl:2: needs 'path' and a non-empty 'caption'"):
+        write({"path": "audio/ok.wav", "bpm": 90})
+    good = write({"path": "audio/ok.wav", "caption": "f", "bpm": 90})
+    check_audio(good)  # good files pass
+    assert len(AudioDataset(tmp_path, 0.5, 16000)) == 2

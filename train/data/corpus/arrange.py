@@ -113,13 +113,16 @@ def _section_lengths(n_chords: dict[str, int], chord_bars: int) -> dict[str, int
 
 
 def arrange(genre: GenreSpec, rng: np.random.Generator, seconds: float,
-            start_section: str | None = None) -> tuple[pretty_midi.PrettyMIDI, Arrangement]:
+            start_section: str | None = None, bpm_range: tuple[int, int] | None = None
+            ) -> tuple[pretty_midi.PrettyMIDI, Arrangement]:
     """Arrange one piece of `genre` lasting at least `seconds`; deterministic given `rng`.
 
     start_section: force the first section ("intro", "verse", "chorus"); random when None.
+    bpm_range: draw the tempo from this (low, high) instead of the genre's range.
     Returns (midi, labels).
     """
-    bpm = float(rng.integers(genre.bpm[0], genre.bpm[1] + 1))
+    lo, hi = bpm_range or genre.bpm
+    bpm = float(rng.integers(lo, hi + 1))
     modes, weights = zip(*genre.modes)
     mode = _choice(rng, list(modes), list(weights))
     tonic = int(rng.integers(12))

@@ -104,10 +104,11 @@ def _fit_to_soundfont(pm: pretty_midi.PrettyMIDI, presets: frozenset[tuple[int, 
 
 
 def render_midi(midi: pretty_midi.PrettyMIDI | str | os.PathLike, sample_rate: int = 44100,
-                soundfont: str | os.PathLike | None = None, gain: float = 0.5) -> np.ndarray:
-    """Render MIDI with FluidSynth; returns a mono float32 waveform (N,) at `sample_rate`.
+                soundfont: str | os.PathLike | None = None, gain: float = 0.5, stereo: bool = False) -> np.ndarray:
+    """Render MIDI with FluidSynth; returns a float32 waveform at `sample_rate`: mono (N,), or with
+    ``stereo`` (N, 2) as FluidSynth mixes it (left, right).
 
-    Reverb and chorus are FluidSynth's defaults (driven by CC91/CC93 in the file).
+    Pan, reverb and chorus are driven by CC10/CC91/CC93 in the file (FluidSynth's effects).
     """
     exe = find_fluidsynth()
     sf_path = find_soundfont(soundfont)
@@ -125,19 +126,32 @@ def render_midi(midi: pretty_midi.PrettyMIDI | str | os.PathLike, sample_rate: i
         audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
     if sr != sample_rate:
         raise RenderError(f"fluidsynth wrote {sr} Hz, expected {sample_rate}")
-    return audio.mean(axis=1)
+    if not stereo:
+        return audio.mean(axis=1)
+    if audio.shape[1] != 2:
+        raise RenderError(f"fluidsynth wrote {audio.shape[1]} channel(s), expected 2")
+    return np.ascontiguousarray(audio)
+
+
+SILENT_PEAK = 1e-4  # a render whose peak stays below this (-80 dBFS) is broken, not quiet music
 
 
 def finish_clip(audio: np.ndarray, sample_rate: int, seconds: float, peak_db: float = -1.0,
-                fade_s: float = 0.05) -> np.ndarray:
-    """Cut/pad to exactly `seconds`, fade the last `fade_s`, peak-normalise to `peak_db` dBFS."""
+                fade_s: float = 0.05, name: str = "render") -> np.ndarray:
+    """Cut/pad to exactly `seconds`, fade the last `fade_s`, peak-normalise to `peak_db` dBFS (one
+    gain for all channels, so a stereo image is kept). ``audio``: (N,) or (N, channels).
+    A silent or non-finite render raises RenderError naming ``name``."""
     n = int(round(seconds * sample_rate))
-    out = np.zeros(n, dtype=np.float32)
+    out = np.zeros((n, *audio.shape[1:]), dtype=np.float32)
     out[: min(n, len(audio))] = audio[:n]
+    if not np.isfinite(out).all():
+        raise RenderError(f"{name}: the render has non-finite samples")
     nf = min(int(fade_s * sample_rate), n)
     if nf > 0:
-        out[n - nf:] *= np.linspace(1.0, 0.0, nf, dtype=np.float32)
+        ramp = np.linspace(1.0, 0.0, nf, dtype=np.float32)
+        out[n - nf:] *= ramp.reshape(-1, *([1] * (out.ndim - 1)))
     peak = float(np.abs(out).max())
-    if peak > 1e-6:
-        out *= np.float32(10 ** (peak_db / 20) / peak)
+    if peak < SILENT_PEAK:
+        raise RenderError(f"{name}: the render is silent (peak {peak:.2g}); check the soundfont and the MIDI file")
+    out *= np.float32(10 ** (peak_db / 20) / peak)
     return out
