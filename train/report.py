@@ -20,6 +20,9 @@ tempo adherence of generated samples and CLAP retrieval, as Markdown tables (and
    "octave" = at 1/2x or 2x; the error is |measured / target - 1| after folding octaves.
    Pitch content: tonal clarity (train/evaluation/pitch.py) of the generated clips, of real held-out crops,
    of the VAE's reconstructions and of white noise: rhythmic noise scores near the noise row.
+   Notes and beat: onsets per second, clearly sounding pitch classes, beat salience and tonal
+   clarity of the generated clips beside real held-out crops and white noise; strict tempo
+   accuracy (no octave folding) per BPM band of the request, with the share heard double or half.
 3. CLAP retrieval with the model folder's CLAP: text -> audio top-1 / top-5 over the held-out
    pieces (one ``--clap-seconds`` crop each, default 10; first caption, and the mean over the
    caption phrasings) and over the generated clips (prompt -> its clip, one clip per distinct
@@ -52,7 +55,8 @@ from train.evaluation.clips import clamp_bpm, embed_audio, embed_text, generate_
 from train.evaluation.pitch import chroma_correlation, tonal_clarity
 from train.evaluation.reporting import command_line, machine_info, markdown_table, run_reported
 from train.evaluation.retrieval import retrieval_accuracy
-from train.evaluation.tempo import measure_tempo, tempo_match
+from train.evaluation.notes import onsets_per_second, pitch_class_count
+from train.evaluation.tempo import BANDS, band_name, beat_salience, measure_tempo, strict_match, tempo_match
 
 TARGET_DB = -20.0  # training loudness of every crop (train.data.dataset, train.vae)
 CROP_START_S = 4.0  # skips count-ins and fade-ins
@@ -161,6 +165,30 @@ def pitch_section(clips: list[np.ndarray], items: list[dict], seconds: float, sa
     return {"rows": rows}
 
 
+def _mean_of(fn, clips: list[np.ndarray], sample_rate: int) -> float | None:
+    """Mean of ``fn(clip, sample_rate)`` over the clips it can measure (silent ones raise ValueError)."""
+    values = []
+    for c in clips:
+        try:
+            values.append(float(fn(c, sample_rate)))
+        except ValueError:
+            pass
+    return statistics.fmean(values) if values else None
+
+
+def notes_section(clips: list[np.ndarray], items: list[dict], seconds: float, sample_rate: int) -> dict:
+    """Note and beat content (train/evaluation/notes.py, tempo.beat_salience) of the generated clips
+    beside real held-out crops of the same length and white noise, plus generated / real ratios."""
+    real = [load_crop(it["path"], sample_rate, seconds) for it in items]
+    noise = [np.random.default_rng(0).standard_normal(int(seconds * sample_rate)).astype(np.float32)]
+    measures = (("onsets_per_s", onsets_per_second), ("pitch_classes", pitch_class_count),
+                ("beat_salience", beat_salience), ("clarity", tonal_clarity))
+    rows = [{"name": name, "n": len(group), **{k: _mean_of(fn, group, sample_rate) for k, fn in measures}}
+            for name, group in (("generated clips", clips), ("real held-out audio", real), ("white noise", noise))]
+    ratio = {k: (rows[0][k] / rows[1][k] if rows[0][k] is not None and rows[1][k] else None) for k, _ in measures}
+    return {"rows": rows, "generated_over_real": ratio}
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. Tempo adherence
 
@@ -179,6 +207,20 @@ def tempo_stats(pairs: list[tuple[float, float]]) -> dict:
     return {"n": len(pairs), "ok": matches.count("ok") / len(pairs),
             "ok_or_octave": (matches.count("ok") + matches.count("octave")) / len(pairs),
             "median_error": statistics.median(octave_error(m, t) for m, t in pairs)}
+
+
+def band_rows(name: str, pairs: list[tuple[float, float]]) -> list[dict]:
+    """Strict tempo accuracy (within 4 % of the target itself, no octave folding) of (measured,
+    target) pairs, for all of them and per BPM band of the target (train.evaluation.tempo.BANDS)."""
+    groups: dict[str, list[tuple[float, float]]] = {"all": list(pairs)}
+    for m, t in pairs:
+        groups.setdefault(band_name(t), []).append((m, t))
+    order = ["all"] + [f"{lo:g}-{hi:g}" for lo, hi in BANDS]
+    return [{"name": name, "band": b, "n": len(groups[b]),
+             "strict": sum(strict_match(m, t) for m, t in groups[b]) / len(groups[b]),
+             "double": sum(strict_match(m, 2 * t) for m, t in groups[b]) / len(groups[b]),
+             "half": sum(strict_match(m, t / 2) for m, t in groups[b]) / len(groups[b])}
+            for b in order if groups.get(b)]
 
 
 def chance_pairs(measured: list[float], owners: list[int], bpms: list[float]) -> list[tuple[float, float]]:
@@ -208,11 +250,13 @@ def tempo_section(pipe, items: list[dict], clips: list[np.ndarray], duration: fl
         {"name": "real held-out vs labelled BPM (tracker)", **tempo_stats(list(zip(real, labels)))},
         {"name": "real held-out vs other labels (chance)", **tempo_stats(chance_pairs(real, own, labels))},
     ]
+    bands = (band_rows("generated vs requested BPM", [(m, requested[a]) for m, a in zip(gen, owners)])
+             + band_rows("real held-out vs labelled BPM (tracker)", list(zip(real, labels))))
     generated = [{"prompt": items[a]["prompt"], "seed": seed + i, "requested_bpm": requested[a], "measured_bpm": m,
                   "match": tempo_match(m, requested[a])} for i, (m, a) in enumerate(zip(gen, owners))]
     heldout = [{"path": it["path"], "bpm": it["bpm"], "measured_bpm": m, "match": tempo_match(m, it["bpm"])}
                for it, m in zip(items, real)]
-    return {"rows": rows, "generated": generated, "heldout": heldout}
+    return {"rows": rows, "bands": bands, "generated": generated, "heldout": heldout}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,6 +353,9 @@ def run(args: argparse.Namespace, command: str) -> dict:
         save_clips(args.audio_dir, clips, prompts, items, pipe.sample_rate, args.seed)
 
     report["pitch"] = pitch_section(clips, items, args.duration, pipe.sample_rate, report["vae"]["clarity"])
+    t = time.perf_counter()
+    report["notes"] = notes_section(clips, items, args.duration, pipe.sample_rate)
+    timings["notes"] = time.perf_counter() - t
 
     t = time.perf_counter()
     report["tempo"] = tempo_section(pipe, items, clips, args.duration, args.seed)
@@ -344,6 +391,15 @@ def render_markdown(report: dict) -> str:
               "a flat spectrum; notes and chords score higher). Chroma correlation above: 1 = the same notes as "
               "the input, about 0 = unrelated.", ""]
     lines += markdown_table(report["pitch"]["rows"], [("name", "Audio"), ("n", "Clips"), ("clarity", "Tonal clarity")])
+    notes = report["notes"]
+    lines += ["", "## Notes and beat", "",
+              "Onsets per second (librosa's onset detector), pitch classes that sound clearly (constant-Q chroma; "
+              "train/evaluation/notes.py), beat salience (normalised onset autocorrelation at the strongest beat "
+              "period, 40-240 BPM) and tonal clarity, averaged over clips. The last row is generated / real.", ""]
+    cols = [("name", "Audio"), ("n", "Clips"), ("onsets_per_s", "Onsets / s"), ("pitch_classes", "Pitch classes"),
+            ("beat_salience", "Beat salience"), ("clarity", "Tonal clarity")]
+    ratio = {k: ("undefined (real = 0)" if v is None else v) for k, v in notes["generated_over_real"].items()}
+    lines += markdown_table(notes["rows"] + [{"name": "generated / real", "n": "", **ratio}], cols)
     lines += ["", "## Tempo adherence of generated samples", "",
               f"{report['num']} clips of {report['duration']:g} s (seeds {report['seed']} to "
               f"{report['seed'] + report['num'] - 1}), tempo by librosa's estimator. ok: within 4 %; "
@@ -351,6 +407,11 @@ def render_markdown(report: dict) -> str:
               "Chance rows score each clip against every other prompt's BPM.", ""]
     lines += markdown_table(report["tempo"]["rows"], [("name", "Clips vs target"), ("n", "Pairs"), ("ok", "ok"),
                                               ("ok_or_octave", "ok or octave"), ("median_error", "Median error")])
+    lines += ["", "Strict tempo by BPM band of the target: within 4 % of the target itself (no octave folding); "
+              "double / half: within 4 % of twice / half the target.", ""]
+    lines += markdown_table(report["tempo"]["bands"], [("name", "Clips vs target"), ("band", "BPM band"), ("n", "Clips"),
+                                                       ("strict", "Strict ok"), ("double", "Heard double"),
+                                                       ("half", "Heard half")])
     lines += ["", "## CLAP retrieval (text -> audio)", ""]
     if report["clap"] is None:
         lines += ["The model folder has no CLAP component; skipped."]

@@ -114,12 +114,13 @@ def test_report_end_to_end(model, tmp_path, capsys):
     assert md in printed and "python -m train.report --model" in md and "torch" in md
     for header in ("VAE reconstruction", "MR-STFT", "SI-SDR", "Chroma corr.", "Pitch content", "Tonal clarity",
                    "Tempo adherence", "ok or octave", "CLAP retrieval",
-                   "Top-1", "Chance top-5"):
+                   "Top-1", "Chance top-5", "Notes and beat", "Onsets / s", "Beat salience", "Strict ok",
+                   "Heard double"):
         assert header in md
     assert "n/a" not in md
     rep = json.loads(out_json.read_text())
     assert rep["n_heldout"] == 3 and rep["steps"] == 4 and rep["sampler"] == "dpmpp_2s"
-    assert set(rep["timings_s"]) == {"vae", "generation", "tempo", "clap"}
+    assert set(rep["timings_s"]) == {"vae", "generation", "notes", "tempo", "clap"}
 
     vae = rep["vae"]
     assert len(vae["pieces"]) == 3 and len(vae["rows"]) == 3
@@ -135,8 +136,25 @@ def test_report_end_to_end(model, tmp_path, capsys):
         assert 1 / 12 - 1e-9 <= r["clarity"] <= 1, r
     assert pitch["white noise"]["clarity"] < 0.2 < pitch["real held-out audio"]["clarity"]  # 1 kHz clicks: one class
 
+    notes = {r["name"]: r for r in rep["notes"]["rows"]}
+    assert list(notes) == ["generated clips", "real held-out audio", "white noise"]
+    real = notes["real held-out audio"]
+    assert real["onsets_per_s"] == pytest.approx(sum(HELDOUT_BPMS) / 60 / 3, rel=0.35)  # one onset per click
+    assert real["beat_salience"] > notes["white noise"]["beat_salience"]  # clicks pulse, noise does not
+    assert notes["white noise"]["pitch_classes"] == 0 == real["pitch_classes"]  # 10 ms clicks are not notes
+    assert rep["notes"]["generated_over_real"]["pitch_classes"] is None  # undefined, and said so
+    assert rep["notes"]["generated_over_real"]["onsets_per_s"] == pytest.approx(
+        notes["generated clips"]["onsets_per_s"] / real["onsets_per_s"])
+
     tempo = rep["tempo"]
     assert [r["n"] for r in tempo["rows"]] == [4, 4 * 2, 3, 3 * 2]
+    bands = {(r["name"].split(" vs ")[0], r["band"]): r for r in tempo["bands"]}
+    # Requests at 90 / 100 / 120 / 90 BPM: two in the slow band, two in the middle one.
+    assert bands[("generated", "all")]["n"] == 4 and bands[("generated", "40-95")]["n"] == 2
+    assert bands[("generated", "95-130")]["n"] == 2 and ("generated", "130-240") not in bands
+    assert bands[("real held-out", "all")]["strict"] == 1.0  # the tracker reads the click tracks exactly
+    for r in tempo["bands"]:
+        assert 0 <= r["strict"] <= 1 and 0 <= r["double"] <= 1 and r["strict"] + r["double"] + r["half"] <= 1
     for r in tempo["rows"]:
         assert 0 <= r["ok"] <= r["ok_or_octave"] <= 1 and _finite(r["median_error"]) and r["median_error"] >= 0
     tracker, tracker_chance = tempo["rows"][2], tempo["rows"][3]
