@@ -133,7 +133,7 @@ def make_piece(plan: PiecePlan, clip_seconds: float, audio_format: str = "flac")
     if plan.version >= 2:
         # Its own generator: the arrangement above is the same piece as in version 1.
         mix_rng = np.random.default_rng(np.random.SeedSequence([plan.seed, plan.index, 2]))
-        record.update(channels=2, mix=apply_mix(pm, genre.reverb, mix_rng), version=plan.version)
+        record.update(channels=2, mix=apply_mix(pm, genre.reverb, mix_rng, bpm=info.bpm), version=plan.version)
     return pm, record
 
 

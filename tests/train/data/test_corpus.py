@@ -311,3 +311,24 @@ def test_bad_audio_files_are_named(tmp_path):
     good = write({"path": "audio/ok.wav", "caption": "f", "bpm": 90})
     check_audio(good)  # good files pass
     assert len(AudioDataset(tmp_path, 0.5, 16000)) == 2
+
+
+def test_slow_pieces_put_the_beat_in_kick_and_snare():
+    """Below 95 BPM the mix turns hats down and kick/snare up, so a tracker hears the labelled beat
+    rather than the sixteenth hats at twice the tempo; faster pieces keep their drum balance."""
+    def drums():
+        pm = pretty_midi.PrettyMIDI()
+        inst = pretty_midi.Instrument(0, is_drum=True, name="drums")
+        inst.notes += [pretty_midi.Note(100, 42, 0.0, 0.1), pretty_midi.Note(100, 36, 0.0, 0.1),
+                       pretty_midi.Note(100, 38, 0.5, 0.6)]
+        pm.instruments.append(inst)
+        return pm
+
+    from train.data.corpus.mix import MixSpec
+
+    spec = MixSpec(velocity_jitter=0.0)
+    slow, fast = drums(), drums()
+    apply_mix(slow, 40, np.random.default_rng(0), spec, bpm=75)
+    apply_mix(fast, 40, np.random.default_rng(0), spec, bpm=120)
+    assert [n.velocity for n in slow.instruments[0].notes] == [55, 112, 112]
+    assert [n.velocity for n in fast.instruments[0].notes] == [100, 100, 100]
