@@ -12,8 +12,9 @@ import uuid
 from pathlib import Path
 
 from presto_core.audio import write_wav
+from presto_core.spectrogram import spectrogram_png
 
-from app.analysis import estimate_tempo, spectrogram_png
+from app.analysis import estimate_tempo
 from app.music import loop_on_bars
 
 LOOP_CROSSFADE_MS = 10.0

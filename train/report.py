@@ -2,7 +2,8 @@
 tempo adherence of generated samples and CLAP retrieval, as Markdown tables (and JSON).
 
     python -m train.report --model MODEL_DIR --corpus CORPUS_DIR [--variant base] [--num N]
-        [--duration S] [--steps K] [--seed 0] [--json OUT.json] [--markdown OUT.md] [--device cpu]
+        [--duration S] [--steps K] [--seed 0] [--json OUT.json] [--markdown OUT.md] [--figure OUT.png]
+        [--device cpu]
 
 1. VAE reconstruction: one crop of ``--vae-seconds`` (default 8) per held-out piece (split
    "heldout" of CORPUS_DIR/metadata.jsonl), starting 4 s in (earlier if the piece is short),
@@ -52,6 +53,7 @@ from presto_core.request import LIMITS
 from train.data.augment import rms_normalize
 from train.data.dataset import load_mono, read_metadata
 from train.evaluation.clips import clamp_bpm, embed_audio, embed_text, generate_set
+from train.evaluation.figure import comparison_figure
 from train.evaluation.pitch import chroma_correlation, tonal_clarity
 from train.evaluation.reporting import command_line, machine_info, markdown_table, run_reported
 from train.evaluation.retrieval import retrieval_accuracy
@@ -77,8 +79,8 @@ def heldout_records(corpus: str) -> list[dict]:
         raise PrestoError(f"--corpus: {e}") from None
     if not recs:
         raise PrestoError(f"--corpus: {corpus}/metadata.jsonl has no items with split 'heldout'")
-    return [{"prompt": r["captions"][0], "captions": r["captions"], "bpm": r["bpm"], "path": r["abs_path"]}
-            for r in recs]
+    return [{"prompt": r["captions"][0], "captions": r["captions"], "bpm": r["bpm"], "path": r["abs_path"],
+             "genre": r.get("genre") or r["captions"][0]} for r in recs]
 
 
 def load_crop(path: str, sample_rate: int, seconds: float, start_s: float = CROP_START_S) -> np.ndarray:
@@ -315,6 +317,19 @@ def check_args(args: argparse.Namespace) -> None:
     check_number("--clap-seconds", args.clap_seconds, 0.5, 60.0)
 
 
+def figure_rows(items: list[dict], clips: list[np.ndarray], sample_rate: int, seconds: float,
+                limit: int = 8) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(genre, real crop, generated clip) for the first held-out piece of each genre (clip i was
+    generated for items[i]), at most ``limit`` genres."""
+    rows, seen = [], set()
+    for i, it in enumerate(items[: len(clips)]):
+        if it["genre"] in seen or len(rows) >= limit:
+            continue
+        seen.add(it["genre"])
+        rows.append((f"{it['genre']} {it['bpm']:g} BPM", load_crop(it["path"], sample_rate, seconds), clips[i]))
+    return rows
+
+
 def save_clips(folder: str, clips: list[np.ndarray], prompts: list[str], items: list[dict], sample_rate: int,
                seed: int) -> None:
     """Write generated clip i as FOLDER/clip-ii.wav (16-bit) with its prompt, BPM and seed in the
@@ -353,6 +368,9 @@ def run(args: argparse.Namespace, command: str) -> dict:
         save_clips(args.audio_dir, clips, prompts, items, pipe.sample_rate, args.seed)
 
     report["pitch"] = pitch_section(clips, items, args.duration, pipe.sample_rate, report["vae"]["clarity"])
+    if args.figure:
+        report["figure"] = str(comparison_figure(figure_rows(items, clips, pipe.sample_rate, args.duration),
+                                                 pipe.sample_rate, args.figure))
     t = time.perf_counter()
     report["notes"] = notes_section(clips, items, args.duration, pipe.sample_rate)
     timings["notes"] = time.perf_counter() - t
@@ -438,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write the numbers as JSON here")
     p.add_argument("--markdown", default=None, help="also write the printed report here")
     p.add_argument("--audio-dir", default=None, help="also write the generated clips here as WAV files")
+    p.add_argument("--figure", default=None, metavar="PNG",
+                   help="also write spectrograms of one real held-out piece per genre beside its generated clip")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
     return p

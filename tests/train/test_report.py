@@ -104,7 +104,8 @@ def test_report_end_to_end(model, tmp_path, capsys):
     out_json, out_md = tmp_path / "out" / "r.json", tmp_path / "out" / "r.md"
     rc = main(["--model", str(model), "--corpus", str(corpus), "--num", "4", "--duration", "4",
                "--vae-seconds", "2", "--clap-seconds", "2", "--device", "cpu", "--precision", "fp32",
-               "--json", str(out_json), "--markdown", str(out_md), "--audio-dir", str(tmp_path / "wav")])
+               "--json", str(out_json), "--markdown", str(out_md), "--audio-dir", str(tmp_path / "wav"),
+               "--figure", str(tmp_path / "out" / "fig.png")])
     assert rc == 0
     wavs = sorted((tmp_path / "wav").glob("clip-*.wav"))
     assert [w.name for w in wavs] == [f"clip-{i:02d}.wav" for i in range(4)]
@@ -119,6 +120,10 @@ def test_report_end_to_end(model, tmp_path, capsys):
         assert header in md
     assert "n/a" not in md
     rep = json.loads(out_json.read_text())
+    from PIL import Image
+
+    fig = Image.open(rep["figure"])  # one row per distinct "genre" (here each piece's caption): 3 rows
+    assert fig.size == (150 + 2 * 520 + 18, 22 + 3 * (110 + 6) + 6)
     assert rep["n_heldout"] == 3 and rep["steps"] == 4 and rep["sampler"] == "dpmpp_2s"
     assert set(rep["timings_s"]) == {"vae", "generation", "notes", "tempo", "clap"}
 
