@@ -33,5 +33,6 @@ def comparison_figure(rows: list[tuple[str, np.ndarray, np.ndarray]], sample_rat
             img.paste(spectrogram_image(audio, sample_rate, width, height), (LABEL_W + PAD + k * (width + PAD), y))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format="PNG")
+    # A 256-colour palette keeps the picture small enough to commit (the colour map has few hues).
+    img.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, format="PNG", optimize=True)
     return path
