@@ -88,10 +88,7 @@ def train(argv: list[str] | None = None) -> Path:
     """Entry point (see module doc). Returns the run folder."""
     # Dropped blocks (and the null condition in steps without dropout) get no gradient.
     _, data, cfg, run = start_stage("presto_l", PrestoLStageConfig, argv, find_unused_parameters=True)
-    base, meta = load_dit(cfg.base_model, "presto_l.base_model")
-    base_sd = meta.get("edm", {}).get("sigma_data", cfg.edm.sigma_data)
-    if base_sd != cfg.edm.sigma_data:
-        raise ValueError(f"presto_l.edm.sigma_data={cfg.edm.sigma_data} but the base model was trained with {base_sd}")
+    base, _ = load_dit(cfg.base_model, "presto_l.base_model", sigma_data=cfg.edm.sigma_data)
     lat = prepare_latent_data(run, data, cfg, base.cfg.text_dim)
 
     torch.manual_seed(cfg.loop.seed)

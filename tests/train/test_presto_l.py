@@ -221,3 +221,10 @@ def test_ase_run_exports_an_ase_variant(setup):
     assert index["variants"]["ase"]["component"] == "ase"
     dit, meta = ckpt.load_component(out / "model" / "ase", index["components"]["ase"]["sha256"])
     assert dit.cfg.drop_mode == "ase" and not dit.cfg.budget_conditioning and meta["method"] == "ase"
+
+
+def test_a_base_model_with_another_sigma_data_is_one_config_error(setup, tmp_path, capsys):
+    root, argv = setup
+    assert presto_l.main(argv + ["--out", str(tmp_path / "run"), "--set", "presto_l.edm.sigma_data=0.7"]) == 2
+    err = capsys.readouterr().err
+    assert "config error: edm.sigma_data=0.7 differs from presto_l.base_model=" in err and "trained with 0.5" in err

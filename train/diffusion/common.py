@@ -1,6 +1,6 @@
-"""What every latent-diffusion stage (base, Presto-L, Presto-S, Presto-LS) shares: the config fields,
-the text-token cache, the latent caches of the corpus, the set-up of text and data, the held-out DSM
-loss, and loading the VAE and DiT components a stage starts from."""
+"""What every latent-diffusion stage (base, Presto-L, Presto-S, Presto-LS) shares at run time: the
+latent caches of the corpus, the set-up of text and data, the held-out DSM loss, and loading the
+VAE and DiT components a stage starts from (the configs are in configs.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from presto_core.text import load_text_encoder
 from train.data.dataset import collate
 from train.data.latents import LatentDataset, encode_latents
 from train.data.text_cache import TextCache
-from train.diffusion.losses import masked_dsm_loss
 from train.diffusion.configs import DSMStageConfig, LatentStageConfig
+from train.diffusion.losses import masked_dsm_loss
 from train.infra.config import ConfigError, DataConfig
 from train.infra.run import Run
 
@@ -72,12 +72,16 @@ def _component_folder(path: str, key: str) -> Path:
     return folder
 
 
-def load_dit(path: str, key: str, device="cpu") -> tuple[DiT, dict]:
+def load_dit(path: str, key: str, device="cpu", sigma_data: float | None = None) -> tuple[DiT, dict]:
     """The DiT component at ``path`` and its meta (EDM config, step, stage); ``key`` names the config
-    field that gave the path, so a missing or wrong folder is one ConfigError (exit 2) naming it."""
+    field that gave the path, so a missing or wrong folder is one ConfigError (exit 2) naming it.
+    With ``sigma_data``, a component trained with another EDM sigma_data is a ConfigError too."""
     dit, meta = ckpt.load_component(_component_folder(path, key), device=device)
     if not isinstance(dit, DiT):
         raise ConfigError(f"{key}={path} is not a DiT component")
+    trained = meta.get("edm", {}).get("sigma_data")
+    if sigma_data is not None and trained is not None and abs(float(trained) - sigma_data) > 1e-9:
+        raise ConfigError(f"edm.sigma_data={sigma_data} differs from {key}={path}, trained with {trained}")
     return dit, meta
 
 

@@ -20,7 +20,6 @@ from train.diffusion.gan_head import (
 )
 from train.diffusion.losses import dmd_gradient, dmd_surrogate, frame_mask, guided_real, repeat_cond
 from train.diffusion.model_folder import export_stage
-from train.infra.config import ConfigError
 from train.infra.run import start_stage
 
 # ---------------------------------------------------------------------------------------------
@@ -139,10 +138,8 @@ def build_networks(cfg: PrestoSStageConfig, generator_init: str | None = None, s
     """-> (generator Precond, psi FakeScoreWithHead, real Precond frozen, generator DiTConfig).
     The generator starts from ``generator_init`` (default: the base model); real and fake from the base.
     ``stage`` is the config section, named in errors."""
-    base, meta = load_dit(cfg.base_model, f"{stage}.base_model")
     sd = cfg.edm.sigma_data
-    if "edm" in meta and abs(float(meta["edm"].get("sigma_data", sd)) - sd) > 1e-9:
-        raise ConfigError(f"edm.sigma_data={sd} differs from the base model's {meta['edm']['sigma_data']}")
+    base, _ = load_dit(cfg.base_model, f"{stage}.base_model", sigma_data=sd)
     gen_dit = load_dit(generator_init, f"{stage}.generator_model")[0] if generator_init else DiT(base.cfg)
     if not generator_init:
         gen_dit.load_state_dict(base.state_dict())

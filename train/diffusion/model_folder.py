@@ -208,13 +208,14 @@ def optional_clap(path: str, log: Callable[[str], None]) -> str | None:
     return None
 
 
-def export_stage(run, data: DataConfig, cfg, ema, model_cfg: DiTConfig, component: str, *, base: str | Path,
+def export_stage(run, data: DataConfig, cfg, ema, model_cfg: DiTConfig, component: str, *, base: str | Path | None,
                  steps: int, guidance: float, variant: dict | None = None, meta: dict | None = None) -> Path:
     """The end of every latent-diffusion stage (main process): the EMA weights become the DiT
     ``component`` (RUN_DIR/export/<component>) and a complete model folder RUN_DIR/model holds the
-    base model ``base`` (sampled with ``steps`` and CFG++ ``guidance``) plus, unless the component is
-    the base itself, ``variant`` (its model_index.json entry) named after the component.
-    ``cfg`` is the stage's :class:`train.diffusion.common.LatentStageConfig`. Returns RUN_DIR/model."""
+    base model ``base`` (sampled with ``steps`` and CFG++ ``guidance``; None when the component is
+    the base itself) and otherwise also ``variant`` (its model_index.json entry) named after the
+    component. ``cfg`` is the stage's :class:`train.diffusion.configs.LatentStageConfig`. Returns
+    RUN_DIR/model."""
     dit = ema.copy_to(Precond(DiT(model_cfg), cfg.edm.sigma_data)).backbone
     comp = run.out_dir / "export" / component
     ckpt.save_component(comp, dit, model_cfg, meta={"edm": to_dict(cfg.edm), "step": run.step, "stage": run.stage,
