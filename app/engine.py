@@ -141,10 +141,10 @@ class Engine:
 
     def _work(self, req: ValidatedRequest) -> dict[str, float]:
         """Work per stage for the latency model: one text encoding, the denoiser calls and DiT
-        GFLOPs, decoded latent frames and seconds of audio scored by CLAP."""
+        GFLOPs, decoded latent frames, seconds of audio scored by CLAP and seconds widened to stereo."""
         c = self.pipe.cost(req)
         return {"text": 1.0, "gen_calls": float(c.calls), "gen_gflop": c.dit_gflop,
-                "decoding": float(c.decoded_frames), "clap": c.clap_seconds}
+                "decoding": float(c.decoded_frames), "clap": c.clap_seconds, "stereo": c.stereo_seconds}
 
     # -- calibration and estimates ----------------------------------------------------------
     def calibrate(self, log=print, durations: tuple[float, float] = (2.0, 8.0), repeats: int = 2) -> None:
@@ -161,7 +161,8 @@ class Engine:
                 runs = [self.generate(req).timings for _ in range(max(1, repeats))]
                 pts.append((self._work(req), {k: min(r.get(k, 0.0) for r in runs) for k in runs[0]}))
             (w1, t1), (w2, t2) = pts
-            fits = {k: Fit.from_points((w1[k], t1.get(k, 0.0)), (w2[k], t2.get(k, 0.0))) for k in ("decoding", "clap")}
+            fits = {k: Fit.from_points((w1[k], t1.get(k, 0.0)), (w2[k], t2.get(k, 0.0)))
+                    for k in ("decoding", "clap", "stereo")}
             fits["text"] = Fit(min(t1["text"], t2["text"]), 0.0)
             fits["generation"] = GenFit.from_points(w1, t1["generation"], w2, t2["generation"])
             self.fits[v] = fits

@@ -120,7 +120,8 @@ class Controls:
     """The Generate tab's controls as the page (or an API client) sent them, unchecked: the one
     object that travels from an endpoint to :meth:`Handlers.request`. ``duration`` is in seconds
     when ``duration_mode`` is "seconds", else ``bars`` of ``time_signature`` at ``bpm`` set it;
-    ``seed`` -1/None/'' is random; ``drop_schedule`` is text like '14, 12, 8, 4, 0' or empty."""
+    ``seed`` -1/None/'' is random; ``drop_schedule`` is text like '14, 12, 8, 4, 0' or empty;
+    ``stereo`` True/False is the Stereo switch (None: stereo when the model can)."""
 
     prompt: Optional[str]
     bpm: Any
@@ -135,6 +136,7 @@ class Controls:
     num_clips: Any
     seed: Any
     drop_schedule: Any
+    stereo: Any = None
 
     @classmethod
     def from_inputs(cls, inputs: dict, **overrides) -> "Controls":
@@ -170,26 +172,27 @@ class Handlers:
             prompt="" if c.prompt is None else c.prompt, bpm=c.bpm, duration=self.duration_of(c),
             steps=None if c.steps in (None, "") else c.steps, rho=c.rho, reject_ratio=c.reject_ratio,
             seed=parse_seed(c.seed), num_clips=c.num_clips, variant=c.variant or None,
-            drop_schedule=parse_drop_schedule(c.drop_schedule), **extra)
+            drop_schedule=parse_drop_schedule(c.drop_schedule), stereo=c.stereo, **extra)
         return self.engine.validate(req)
 
     # -- endpoints ----------------------------------------------------------------------------
     @guarded
     def generate(self, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, rho,
-                 reject_ratio, num_clips, seed, drop_schedule, progress=gr.Progress()):
+                 reject_ratio, num_clips, seed, drop_schedule, stereo=None, progress=gr.Progress()):
         """Generate clips; returns (record for the page, WAV files, report JSON, latency text)."""
         c = Controls.from_inputs(locals())
         return self._run(self.request(c), c.time_signature, "generate", progress)
 
     @guarded
     def variation(self, init_audio, strength, prompt, bpm, duration_mode, duration, bars, time_signature, variant,
-                  steps, rho, reject_ratio, num_clips, seed, drop_schedule, progress=gr.Progress()):
-        """Regenerate from ``init_audio`` (a file) at noise level ``strength`` (0.01 .. 1); the clip's own
-        length (up to the model's maximum) replaces the duration control."""
+                  steps, rho, reject_ratio, num_clips, seed, drop_schedule, stereo=None, progress=gr.Progress()):
+        """Regenerate from ``init_audio`` (a file; a stereo one is mixed down to mono for encoding) at
+        noise level ``strength`` (0.01 .. 1); the clip's own length (up to the model's maximum)
+        replaces the duration control."""
         c = Controls.from_inputs(locals())
         audio, sr = self._read_audio(init_audio, "a variation needs a source clip: upload one or press "
                                                  "'Vary' under a result")
-        dur = min(max(audio.shape[0] / sr, LIMITS["duration"][0]), self.engine.pipe.max_duration)
+        dur = min(max(audio.shape[-1] / sr, LIMITS["duration"][0]), self.engine.pipe.max_duration)
         req = self.request(dataclasses.replace(c, duration_mode="seconds", duration=round(dur, 3)),
                            init_audio=audio, init_sr=sr, strength=strength)
         return self._run(req, c.time_signature, "variation", progress)
@@ -208,7 +211,7 @@ class Handlers:
 
     @guarded
     def rho_sweep(self, rho_values, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps,
-                  seed, drop_schedule, progress=gr.Progress()):
+                  seed, drop_schedule, stereo=None, progress=gr.Progress()):
         """The same prompt and seed at several rho values (paper A.5), one clip each, no rejection."""
         rhos = parse_rho_list(rho_values)
         seed = parse_seed(seed)
@@ -240,7 +243,7 @@ class Handlers:
 
     @guarded
     def ab_compare(self, variant_a, variant_b, own_steps, prompt, bpm, duration_mode, duration, bars,
-                   time_signature, steps, rho, seed, progress=gr.Progress()):
+                   time_signature, steps, rho, seed, stereo=None, progress=gr.Progress()):
         """Two variants on the same prompt and seed, one clip each; ``own_steps`` runs each at its
         default step count (else both at ``steps``)."""
         seed = parse_seed(seed)
@@ -265,7 +268,8 @@ class Handlers:
     @guarded
     def export_loop(self, clip, bpm, time_signature, bars, crossfade_ms):
         """Cut ``clip`` to whole bars from its start (bars 0 = as many as fit) with a crossfaded
-        seam. The tempo stored in a generated clip's metadata wins over ``bpm``."""
+        seam; a stereo clip gives a stereo loop. The tempo stored in a generated clip's metadata wins
+        over ``bpm``."""
         audio, sr = self._read_audio(clip, "loop export needs a clip: upload one or pick a result")
         try:
             settings = read_wav_settings(clip) or {}
@@ -293,7 +297,7 @@ class Handlers:
         return settings
 
     def estimate(self, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, rho,
-                 reject_ratio, num_clips, seed, drop_schedule) -> str:
+                 reject_ratio, num_clips, seed, drop_schedule, stereo=None) -> str:
         """Expected latency on this device, or the validation problem, as one line of markdown."""
         c = Controls.from_inputs(locals())
         try:
@@ -312,11 +316,13 @@ class Handlers:
             eta = f"**≈ {sec:.1f} s**" if sec >= 0.95 else f"**≈ {sec:.2f} s**"
         return (f"{eta} on {self.engine.device} · {dur} · {req.steps} steps · "
                 f"{100 * cost.active_fraction:.0f}% of layers active · "
-                f"{cost.candidates} candidate(s) → {req.num_clips} kept")
+                f"{cost.candidates} candidate(s) → {req.num_clips} kept · {'stereo' if req.stereo else 'mono'}")
 
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
     def _read_audio(path, missing: str):
+        """(audio, rate) of an uploaded file: mono (N,) or stereo (2, N) float32; more channels or
+        an empty file raise PrestoError."""
         if not path:
             raise PrestoError(missing)
         try:
@@ -325,7 +331,10 @@ class Handlers:
             raise PrestoError(f"cannot read the audio file ({e}); use WAV, FLAC or OGG") from None
         if audio.shape[0] == 0:
             raise PrestoError("the audio file is empty")
-        return audio.mean(axis=1).astype(np.float32), int(sr)
+        if audio.shape[1] > 2:
+            raise PrestoError(f"the audio file has {audio.shape[1]} channels; upload mono or stereo (1 or 2)")
+        audio = audio[:, 0] if audio.shape[1] == 1 else np.ascontiguousarray(audio.T)
+        return audio.astype(np.float32, copy=False), int(sr)
 
 
 def parse_rho_list(text) -> list[float]:
@@ -360,4 +369,5 @@ def apply_settings(settings: dict | None, engine: Engine) -> dict:
             "duration": s.get("duration", 10.0), "time_signature": ts, "variant": variant,
             "steps": s.get("steps") or engine.default_steps(variant), "rho": s.get("rho", 7.0),
             "reject_ratio": s.get("reject_ratio", 0.0), "num_clips": s.get("num_clips", 1),
-            "seed": s.get("seed", -1), "drop_schedule": ", ".join(str(int(c)) for c in drop) if drop else ""}
+            "seed": s.get("seed", -1), "drop_schedule": ", ".join(str(int(c)) for c in drop) if drop else "",
+            "stereo": bool(s.get("stereo", False)) and engine.pipe.has_stereo}

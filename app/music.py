@@ -3,7 +3,7 @@ the bar line with a short equal-power crossfade at the seam.
 
 Tempo (BPM) counts quarter notes per minute in every signature, so a bar lasts
 ``numerator * 4 / denominator`` beats: 4/4 is 4 beats, 3/4 is 3, 6/8 is 3 (six eighths).
-Waveforms are mono float32 (N,) arrays.
+Waveforms are float32 arrays, mono (N,) or stereo (2, N); a loop keeps its clip's channels.
 """
 
 from __future__ import annotations
@@ -71,31 +71,34 @@ def loop_on_bars(audio: np.ndarray, sr: int, bpm: float, ts: str, bars: int | No
     past the cut, its first ``crossfade_ms`` after the bar line are crossfaded (equal power) into
     the loop's start, so playing the loop end-to-start continues the music seamlessly; when
     the cut is the very end of the clip the two ends get a short fade instead.
-    Returns (loop (M,) float32, bars used). Raises PrestoError if not even one bar fits.
+    Returns (loop (M,) or (2, M) float32, bars used). Raises PrestoError if not even one bar fits.
     """
-    x = np.asarray(audio, dtype=np.float32).reshape(-1)
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim != 1 and not (x.ndim == 2 and x.shape[0] == 2):
+        raise PrestoError(f"loop export takes mono (N,) or stereo (2, N) audio, got shape {x.shape}")
     if x.size == 0 or not np.isfinite(x).all():
         raise PrestoError("loop export needs a non-empty, finite audio clip")
+    length = x.shape[-1]
     xf_ms = check_number("crossfade (ms)", crossfade_ms, *CROSSFADE_MS)
     bar = bar_seconds(bpm, ts) * sr  # samples per bar, fractional
-    fit = int(math.floor(x.size / bar + 1e-9))
+    fit = int(math.floor(length / bar + 1e-9))
     if fit < 1:
-        raise PrestoError(f"the clip ({x.size / sr:.2f} s) is shorter than one bar of {ts} at {bpm:g} BPM "
+        raise PrestoError(f"the clip ({length / sr:.2f} s) is shorter than one bar of {ts} at {bpm:g} BPM "
                           f"({bar / sr:.2f} s); lower the bar length or export a longer clip")
     if bars in (None, 0):
         bars = fit
     bars = check_number("loop bars", bars, 1, fit, integer=True)
     n = int(round(bars * bar))
-    n = min(n, x.size)
-    out = x[:n].copy()
+    n = min(n, length)
+    out = x[..., :n].copy()
     xf = min(int(round(xf_ms * sr / 1000.0)), n // 2)
     if xf > 0:
         t = (np.arange(xf, dtype=np.float32) + 0.5) / xf
         fade_in, fade_out = np.sin(0.5 * np.pi * t), np.cos(0.5 * np.pi * t)
-        tail = x[n:n + xf]
-        if tail.size == xf:
-            out[:xf] = out[:xf] * fade_in + tail * fade_out
+        tail = x[..., n:n + xf]
+        if tail.shape[-1] == xf:
+            out[..., :xf] = out[..., :xf] * fade_in + tail * fade_out
         else:  # no audio after the cut: fade both ends so the seam does not click
-            out[:xf] *= fade_in
-            out[-xf:] *= fade_out
+            out[..., :xf] *= fade_in
+            out[..., -xf:] *= fade_out
     return out.astype(np.float32), int(bars)

@@ -1,5 +1,6 @@
 """Turning a GenerationResult into files and words: one folder per run with each clip's WAV
-(settings in its metadata), a bar-line loop WAV, a spectrogram PNG, and the report/markdown the
+(settings in its metadata; two channels for a stereo clip), a bar-line loop WAV, a spectrogram
+PNG of the mono mid, and the report/markdown the
 page and the API show. Old run folders are pruned so a long-running server's disk use stays flat.
 """
 
@@ -11,14 +12,18 @@ import threading
 import uuid
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from presto_core.audio import write_wav
 from presto_core.spectrogram import spectrogram_png
+from presto_core.stereo import stereo_width
 
 from app.analysis import estimate_tempo
 from app.music import loop_on_bars
 
 LOOP_CROSSFADE_MS = 10.0
-STAGES = ("text", "generation", "decoding", "clap")
+STAGES = ("text", "generation", "decoding", "clap", "stereo")
 
 
 class RunStore:
@@ -54,18 +59,30 @@ def tempo_note(measured: float | None, requested: float) -> str:
     return f"{100.0 * (measured / requested - 1.0):+.0f}% off"
 
 
+def clip_width(audio) -> float | None:
+    """Stereo width (side over mid energy) of a (2, N) clip, rounded; None for a mono (N,) one."""
+    audio = np.asarray(audio)
+    if audio.ndim == 1:
+        return None
+    return round(float(stereo_width(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))), 4)
+
+
 def write_clip(run: Path, name: str, audio, sr: int, settings: dict, time_signature: str,
                loop: bool = True) -> dict:
-    """Write ``name``.wav / ``name``.png (and ``name``_loop.wav) for one clip; returns its entry:
-    paths, CLAP score, measured tempo, loop length and the settings stored in the WAV."""
+    """Write ``name``.wav / ``name``.png (and ``name``_loop.wav) for one mono (N,) or stereo (2, N)
+    clip; returns its entry: paths, CLAP score, measured tempo, stereo width (None for mono), loop
+    length and the settings stored in the WAV."""
     bpm = float(settings["bpm"])
+    audio = np.asarray(audio, dtype=np.float32)
+    mono = audio.mean(axis=0) if audio.ndim == 2 else audio
     wav = run / f"{name}.wav"
     write_wav(wav, audio, sr, settings)
-    png = spectrogram_png(audio, sr, run / f"{name}.png")
-    tempo = estimate_tempo(audio, sr)
+    png = spectrogram_png(mono, sr, run / f"{name}.png")
+    tempo = estimate_tempo(mono, sr)
     entry = {"name": name, "wav": str(wav), "png": str(png), "settings": settings,
              "clap_score": settings.get("clap_score"), "tempo_bpm": None if tempo is None else round(tempo, 1),
-             "requested_bpm": bpm, "tempo_note": tempo_note(tempo, bpm), "loop": None, "loop_bars": 0}
+             "requested_bpm": bpm, "tempo_note": tempo_note(tempo, bpm), "loop": None, "loop_bars": 0,
+             "stereo": audio.ndim == 2, "width": clip_width(audio)}
     if loop:
         try:
             looped, bars = loop_on_bars(audio, sr, bpm, time_signature, None, LOOP_CROSSFADE_MS)
@@ -102,6 +119,7 @@ def clip_markdown(entry: dict, title: str = "") -> str:
     tempo = entry.get("tempo_bpm")
     t = "—" if tempo is None else f"{tempo:.0f}"
     parts = [f"CLAP **{s}**", f"tempo **{t}** BPM (asked {entry['requested_bpm']:g}; {entry['tempo_note']})",
+             f"stereo, width **{entry['width']:.2f}**" if entry.get("stereo") else "mono",
              f"candidate {entry['settings'].get('candidate', '?')}"]
     if entry.get("loop_bars"):
         n = entry["loop_bars"]
@@ -134,7 +152,8 @@ def report(entries: list[dict], result, expected: float | None = None, **extra) 
     clips = [{"clip": i, "file": Path(e["wav"]).name, "clap_score": e["clap_score"], "tempo_bpm": e["tempo_bpm"],
               "requested_bpm": e["requested_bpm"], "tempo_note": e["tempo_note"],
               "candidate": e["settings"].get("candidate"), "loop_file": e["loop"] and Path(e["loop"]).name,
-              "loop_bars": e["loop_bars"], "spectrogram": Path(e["png"]).name}
+              "loop_bars": e["loop_bars"], "spectrogram": Path(e["png"]).name, "stereo": e["stereo"],
+              "width": e["width"]}
              for i, e in enumerate(entries, 1)]
     return {"clips": clips, "timings": timings_dict(result),
             "expected_s": None if expected is None else round(expected, 3),

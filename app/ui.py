@@ -107,6 +107,7 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
     max_dur = min(float(pipe.max_duration), LIMITS["duration"][1])
     default_v = pipe.default_variant
     has_clap = pipe.clap is not None
+    has_stereo = pipe.has_stereo
     gpu = dict(concurrency_id="model", concurrency_limit="default")
     cheap = dict(concurrency_limit=None, show_progress="hidden")
 
@@ -114,7 +115,8 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
         gen_state, sweep_state, ab_state = gr.State(None), gr.State(None), gr.State(None)
         src = Path(pipe.source).name if Path(pipe.source).is_dir() else pipe.source
         gr.Markdown(f"## Presto! — text-to-music sketches\nModel `{src}` on **{engine.device}** · "
-                    f"{', '.join(engine.label(v) for v in engine.variants)} · {pipe.sample_rate} Hz mono")
+                    f"{', '.join(engine.label(v) for v in engine.variants)} · {pipe.sample_rate} Hz "
+                    f"{'stereo' if has_stereo else 'mono (this model folder has no mono-to-stereo component)'}")
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
                 with gr.Row():
@@ -139,7 +141,12 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                                            visible=len(engine.variants) > 1, elem_id="variant")
                         quality = gr.Radio([*QUALITY, CUSTOM], value="balanced", label="Speed ↔ quality",
                                            info="steps and layer budget together")
-                        num_clips = Slider(*LIMITS["num_clips"], value=2, step=1, label="Clips")
+                        with gr.Row():
+                            num_clips = Slider(*LIMITS["num_clips"], value=2, step=1, label="Clips", scale=3)
+                            stereo = gr.Checkbox(value=has_stereo, label="Stereo", interactive=has_stereo, scale=1,
+                                                 elem_id="stereo",
+                                                 info="mono-to-stereo: the mono clip is the mid" if has_stereo
+                                                 else "this model folder has no mono-to-stereo component")
                         with gr.Accordion("Advanced", open=False):
                             steps = Slider(*LIMITS["steps"], value=engine.default_steps(default_v), step=1,
                                            label="Steps", elem_id="steps")
@@ -245,9 +252,9 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
 
         # ---- wiring -------------------------------------------------------------------------
         controls = [prompt, bpm, dur_mode, duration, bars, time_sig, variant, steps, rho, reject, num_clips, seed,
-                    drop]
+                    drop, stereo]
         filled = [prompt, bpm, dur_mode, duration, time_sig, variant, steps, rho, reject, num_clips, seed, drop,
-                  rho_log, quality]
+                  stereo, rho_log, quality]
 
         gen = gr.on([gen_btn.click, prompt.submit], h.generate, controls, [gen_state, files, rep, latency],
                     api_name="generate", **gpu)
@@ -258,12 +265,13 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
         var.success(lambda r: _slot_updates(r, MAX_CLIPS, True), gen_state, slot_out, api_visibility="private",
                     **cheap)
         sweep = sweep_btn.click(h.rho_sweep, [rho_values, prompt, bpm, dur_mode, duration, bars, time_sig, variant,
-                                              steps, seed, drop], [sweep_state, sweep_files, sweep_rep],
+                                              steps, seed, drop, stereo], [sweep_state, sweep_files, sweep_rep],
                                 api_name="rho_sweep", **gpu)
         sweep.success(lambda r: _slot_updates(r, MAX_SWEEP, False), sweep_state, sweep_out,
                       api_visibility="private", **cheap)
         ab = ab_btn.click(h.ab_compare, [ab_a, ab_b, own_steps, prompt, bpm, dur_mode, duration, bars, time_sig,
-                                         steps, rho, seed], [ab_state, ab_files, ab_rep], api_name="ab_compare", **gpu)
+                                         steps, rho, seed, stereo], [ab_state, ab_files, ab_rep], api_name="ab_compare",
+                          **gpu)
         ab.success(lambda r: _slot_updates(r, 2, False), ab_state, ab_out, api_visibility="private", **cheap)
         loop_btn.click(h.export_loop, [loop_clip, bpm, time_sig, loop_bars, loop_xf], loop_file,
                        api_name="export_loop", concurrency_limit=None)
@@ -271,7 +279,7 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
         def fill(settings):
             v = apply_settings(settings, engine)
             return [v[k] for k in ("prompt", "bpm", "duration_mode", "duration", "time_signature", "variant",
-                                   "steps", "rho", "reject_ratio", "num_clips", "seed", "drop_schedule")] + \
+                                   "steps", "rho", "reject_ratio", "num_clips", "seed", "drop_schedule", "stereo")] + \
                 [log_from_rho(v["rho"]), CUSTOM]
 
         wav_in.upload(h.settings_from_wav, wav_in, settings_json, api_name="settings_from_wav",
@@ -351,6 +359,7 @@ def _info(engine: Engine) -> dict:
     pipe = engine.pipe
     return {"model": pipe.source, "device": engine.device, "sample_rate": pipe.sample_rate,
             "max_duration": pipe.max_duration, "default_variant": pipe.default_variant, "clap": pipe.clap is not None,
+            "stereo": pipe.has_stereo,
             "variants": {v: {"label": engine.label(v), "steps": engine.default_steps(v),
                              "sampler": engine.spec(v).sampler, "layer_budget": engine.has_budget(v)}
                          for v in engine.variants},
@@ -359,8 +368,9 @@ def _info(engine: Engine) -> dict:
 
 
 def _about(engine: Engine) -> str:
-    lines = ["### Model", f"`{engine.pipe.source}` on **{engine.device}**, {engine.pipe.sample_rate} Hz, up to "
-             f"{engine.pipe.max_duration:g} s.", "", "| variant | sampler | default steps | layer budget |",
+    lines = ["### Model", f"`{engine.pipe.source}` on **{engine.device}**, {engine.pipe.sample_rate} Hz "
+             f"{'stereo (mono-to-stereo: the generated mono clip is the mid)' if engine.pipe.has_stereo else 'mono'}, "
+             f"up to {engine.pipe.max_duration:g} s.", "", "| variant | sampler | default steps | layer budget |",
              "|---|---|---|---|"]
     for v in engine.variants:
         s = engine.spec(v)

@@ -96,13 +96,23 @@ def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -
 
 
 def write_wav(path, audio: np.ndarray, sample_rate: int, settings: dict | None = None) -> None:
-    """Write mono float audio (N,) as 16-bit PCM WAV with ``settings`` as JSON in its comment
-    (RIFF INFO ICMT) so a downloaded clip remembers how it was made."""
-    with sf.SoundFile(str(path), "w", samplerate=int(sample_rate), channels=1, subtype="PCM_16", format="WAV") as f:
+    """Write float audio, mono (N,) or stereo (2, N) with left first, as 16-bit PCM WAV with
+    ``settings`` as JSON in its comment (RIFF INFO ICMT) so a downloaded clip remembers how it was
+    made."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2 and audio.shape[0] == 2:
+        frames = audio.T  # soundfile writes (frames, channels)
+    elif audio.ndim == 1:
+        frames = audio
+    else:
+        raise PrestoError(f"write_wav takes mono (N,) or stereo (2, N) audio, got shape {audio.shape}")
+    channels = 1 if frames.ndim == 1 else 2
+    with sf.SoundFile(str(path), "w", samplerate=int(sample_rate), channels=channels, subtype="PCM_16",
+                      format="WAV") as f:
         if settings is not None:
             f.comment = json.dumps(settings, sort_keys=True)
             f.software = "presto"
-        f.write(np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0))
+        f.write(np.clip(frames, -1.0, 1.0))
 
 
 def read_wav_settings(path) -> dict | None:

@@ -5,7 +5,7 @@ A model folder (a local directory or a hub repository with the same layout)::
     model_index.json          {"format": "presto", "version": 1, "components": {...},
                                "text_encoder": {...}, "variants": {...}, "default_variant": ...,
                                "prompts": "prompts.json"}
-    <component>/config.json   {"kind": "vae" | "dit" | "clap", "config": {...}, "meta": {...},
+    <component>/config.json   {"kind": "vae" | "dit" | "clap" | "m2s", "config": {...}, "meta": {...},
                                "storage": {"quantize": "int8", ...}  (only for quantized weights)}
     <component>/model.safetensors
 
@@ -37,6 +37,7 @@ from presto_core.autoencoder import AudioVAE, VAEConfig
 from presto_core.clap import ClapConfig, EmbeddedClap
 from presto_core.dit import DiT, DiTConfig
 from presto_core.errors import PrestoError
+from presto_core.stereo import MonoToStereo, StereoConfig
 
 FORMAT = "presto"
 VERSION = 1
@@ -73,11 +74,12 @@ def config_from_dict(cls, data: dict):
 
 
 def _registry() -> dict[str, tuple[type, type]]:
-    return {"vae": (AudioVAE, VAEConfig), "dit": (DiT, DiTConfig), "clap": (EmbeddedClap, ClapConfig)}
+    return {"vae": (AudioVAE, VAEConfig), "dit": (DiT, DiTConfig), "clap": (EmbeddedClap, ClapConfig),
+            "m2s": (MonoToStereo, StereoConfig)}
 
 
 def kind_of(module: nn.Module) -> str:
-    """The registry kind ('vae', 'dit', 'clap') of a model instance."""
+    """The registry kind ('vae', 'dit', 'clap', 'm2s') of a model instance."""
     for kind, (cls, _) in _registry().items():
         if isinstance(module, cls):
             return kind

@@ -1,7 +1,8 @@
 """Command line: ``python -m presto_core.generate --prompt ... --out clip.wav``.
 
 Writes one WAV per clip (``clip.wav``, or ``clip_1.wav`` ... for several) with the exact
-generation settings in each file's metadata, and prints one line per clip (path, CLAP score)
+generation settings in each file's metadata: two channels when the model folder has a
+mono-to-stereo component (``--mono`` for one), one otherwise, and prints one line per clip (path, CLAP score)
 plus the per-stage latency. Exit status 2 with a one-line message on bad input or weights.
 """
 
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=None, help="CFG++ scale [0, 1] for score models")
     p.add_argument("--init-audio", default=None, help="audio file to make a variation of")
     p.add_argument("--strength", type=float, default=1.0, help="variation strength (0, 1]: 1 ignores the audio")
+    p.add_argument("--mono", action="store_true",
+                   help="write one channel (default: stereo when the model has a mono-to-stereo component)")
     p.add_argument("--model", default=None, help="model folder or hub id (default: the embedded model in assets/)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
@@ -70,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         req = GenerationRequest(prompt=args.prompt, bpm=args.bpm, duration=args.duration, steps=args.steps,
                                 rho=args.rho, reject_ratio=args.reject_ratio, seed=args.seed,
                                 num_clips=args.num_clips, variant=args.variant, guidance=args.guidance,
-                                init_audio=init_audio, init_sr=init_sr, strength=args.strength)
+                                init_audio=init_audio, init_sr=init_sr, strength=args.strength,
+                                stereo=False if args.mono else None)
         result = pipe.generate(req)
     except PrestoError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -83,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         score = "n/a" if clip.clap_score is None else f"{clip.clap_score:.3f}"
         print(f"{path}\tclap={score}")
     t = result.timings
+    channels = "stereo" if result.settings["stereo"] else (
+        "mono" if args.mono else "mono (this model has no mono-to-stereo component)")
     print(f"seed={result.settings['seed']} variant={result.settings['variant']} steps={result.settings['steps']} "
-          f"text={t['text']:.3f}s generation={t['generation']:.3f}s decoding={t['decoding']:.3f}s "
-          f"clap={t['clap']:.3f}s total={t['total']:.3f}s rtf={result.rtf:.1f}x")
+          f"{channels} text={t['text']:.3f}s generation={t['generation']:.3f}s decoding={t['decoding']:.3f}s "
+          f"clap={t['clap']:.3f}s stereo={t['stereo']:.3f}s total={t['total']:.3f}s rtf={result.rtf:.1f}x")
     return 0
 
 

@@ -1,8 +1,9 @@
-"""PrestoPipeline: prompt -> text tokens -> sampler over the score model/generator -> VAE -> CLAP.
+"""PrestoPipeline: prompt -> text tokens -> sampler over the score model/generator -> VAE -> CLAP
+-> mono-to-stereo.
 
 One pipeline holds one model folder (see :mod:`presto_core.checkpoint`): a VAE, a text encoder,
-optionally a CLAP model, and one or more *variants* (base score model, Presto-L, Presto-S,
-Presto-LS), each a DiT component plus how to sample it. Everything is loaded once in
+optionally a CLAP model and a mono-to-stereo model (``m2s``), and one or more *variants* (base
+score model, Presto-L, Presto-S, Presto-LS), each a DiT component plus how to sample it. Everything is loaded once in
 :meth:`PrestoPipeline.from_pretrained`; :meth:`PrestoPipeline.generate` is then stateless apart
 from the models, so one pipeline can serve many requests (one at a time per device).
 """
@@ -34,11 +35,21 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class Clip:
-    """One generated clip: mono float32 audio (N,) at the pipeline's sample rate."""
+    """One generated clip: float32 audio at the pipeline's sample rate, mono (N,) or stereo (2, N)
+    with left then right, where (left + right) / 2 is the mono clip of the same seed."""
 
     audio: np.ndarray
     clap_score: Optional[float]
     candidate: int
+
+    @property
+    def stereo(self) -> bool:
+        return self.audio.ndim == 2
+
+    @property
+    def mono(self) -> np.ndarray:
+        """The mono clip (N,): the clip itself, or the mid (L + R) / 2 of a stereo one."""
+        return self.audio.mean(axis=0) if self.stereo else self.audio
 
 
 @dataclass
@@ -67,7 +78,8 @@ class GenerationCost:
     before CLAP rejection; frames: latent frames per clip; dit_gflop: DiT FLOPs over the whole
     sampling run in GFLOP (per token and block: projections and MLP (8 + 4 * mlp_ratio) * dim^2,
     attention 4 * dim * frames); decoded_frames: latent frames the VAE decodes (frames x
-    candidates); clap_seconds: seconds of audio CLAP scores (0 without a CLAP model)."""
+    candidates); clap_seconds: seconds of audio CLAP scores (0 without a CLAP model);
+    stereo_seconds: seconds of audio the mono-to-stereo model widens (0 for mono)."""
 
     calls: int
     active_fraction: float
@@ -76,6 +88,7 @@ class GenerationCost:
     dit_gflop: float
     decoded_frames: int
     clap_seconds: float
+    stereo_seconds: float = 0.0
 
 
 def _resolve_device(device) -> torch.device:
@@ -109,10 +122,11 @@ class PrestoPipeline:
 
     def __init__(self, *, vae, text_encoder, variants: dict, default_variant: str, clap=None,
                  prompts: list | None = None, device="cpu", autocast_dtype=None, max_duration: float = 32.0,
-                 source: str = ""):
+                 source: str = "", m2s=None):
         self.vae = vae
         self.text_encoder = text_encoder
         self.clap = clap
+        self.m2s = m2s
         self.variants = variants  # name -> (VariantSpec, Precond)
         self.default_variant = default_variant
         self.prompts = prompts or []
@@ -159,16 +173,25 @@ class PrestoPipeline:
         if "clap" in comps:
             clap_model, _ = load("clap")
             clap = EmbeddedClapScorer(clap_model, text_encoder)
+        m2s = load("m2s")[0] if "m2s" in comps else None
+        if m2s is not None and m2s.cfg.sample_rate != vae.cfg.sample_rate:
+            raise PrestoError(f"{folder}: the m2s component runs at {m2s.cfg.sample_rate} Hz but the VAE at "
+                              f"{vae.cfg.sample_rate} Hz")
         prompts = []
         if index.get("prompts") and (folder / index["prompts"]).is_file():
             prompts = json.loads((folder / index["prompts"]).read_text())
         return cls(vae=vae, text_encoder=text_encoder, variants=loaded, default_variant=default, clap=clap,
                    prompts=prompts, device=dev, autocast_dtype=_resolve_precision(precision, dev),
-                   max_duration=float(index.get("max_duration", 32.0)), source=str(path_or_hub_id))
+                   max_duration=float(index.get("max_duration", 32.0)), source=str(path_or_hub_id), m2s=m2s)
 
     @property
     def sample_rate(self) -> int:
         return self.vae.cfg.sample_rate
+
+    @property
+    def has_stereo(self) -> bool:
+        """Whether this model folder has a mono-to-stereo component (clips are stereo by default)."""
+        return self.m2s is not None
 
     @property
     def variant_names(self) -> list[str]:
@@ -250,7 +273,8 @@ class PrestoPipeline:
             calls=len(sigmas), active_fraction=sum(kept) / (len(kept) * cfg.depth), candidates=req.candidates,
             frames=frames, dit_gflop=sum(kept) * batch * frames * per_token_block / 1e9,
             decoded_frames=frames * req.candidates,
-            clap_seconds=req.duration * req.candidates if self.clap is not None else 0.0)
+            clap_seconds=req.duration * req.candidates if self.clap is not None else 0.0,
+            stereo_seconds=req.duration * req.num_clips if req.stereo else 0.0)
 
     def schedule(self, req: GenerationRequest) -> torch.Tensor:
         """The noise levels a validated request samples at: Karras(rho) from sigma_max (or, for a
@@ -269,7 +293,9 @@ class PrestoPipeline:
         """Generate clips for ``request`` (or keyword arguments of :class:`GenerationRequest`).
 
         Returns the ``num_clips`` best of ``ceil(num_clips / (1 - reject_ratio))`` candidates by
-        CLAP score, each mono float32 audio of ``duration`` seconds. This is where a Python
+        CLAP score, each float32 audio of ``duration`` seconds: stereo (2, N) when the request
+        resolves to stereo (the kept clips only are widened, after CLAP has scored the mono mids),
+        mono (N,) otherwise. This is where a Python
         caller's request is validated (bad values raise PrestoError); a :class:`ValidatedRequest`
         (``request.validated(pipe)``, as the app builds) is used as it is.
         """
@@ -329,10 +355,20 @@ class PrestoPipeline:
         else:
             order = list(range(req.num_clips))
         timings["clap"] = time.perf_counter() - t3
+
+        kept = audio[order]
+        timings["stereo"] = 0.0
+        if req.stereo:
+            t4 = time.perf_counter()
+            progress("stereo", 0, 1)
+            with self._autocast():
+                kept = self.m2s(kept)
+            self._sync()
+            timings["stereo"] = time.perf_counter() - t4
         timings["total"] = time.perf_counter() - t0
 
-        audio_np = audio.cpu().numpy().astype(np.float32)
-        clips = [Clip(audio_np[i], None if scores is None else float(scores[i]), i) for i in order]
+        audio_np = kept.cpu().numpy().astype(np.float32)
+        clips = [Clip(audio_np[j], None if scores is None else float(scores[i]), i) for j, i in enumerate(order)]
         settings = req.settings(seed=seed, steps=req.steps, candidates=n_cand, model=self.source,
                                 sampler=spec.sampler)
         return GenerationResult(clips=clips, sample_rate=sr, settings=settings, timings=timings)

@@ -74,13 +74,41 @@ class VariantSpec:
         return out
 
 
+def _check_stereo(stereo, available: bool) -> bool:
+    if stereo is None:
+        return available
+    if not isinstance(stereo, (bool, np.bool_)):
+        raise PrestoError(f"stereo must be true, false or unset (stereo when the model can), got {stereo!r}")
+    if stereo and not available:
+        raise PrestoError("this model folder has no mono-to-stereo component (m2s), so it generates mono only; "
+                          "ask for stereo=False or use a model folder with m2s")
+    return bool(stereo)
+
+
+def downmix(audio: np.ndarray) -> np.ndarray:
+    """Mono (N,) from mono (N,), (N, 1), (N, 2) as soundfile and Gradio read files, or (1|2, N);
+    float32. Anything else (more than two channels, more dimensions) raises PrestoError."""
+    if audio.ndim == 1:
+        return audio.astype(np.float32, copy=False)
+    if audio.ndim == 2:
+        if audio.shape[1] in (1, 2):
+            return audio.mean(axis=1).astype(np.float32)
+        if audio.shape[0] in (1, 2):
+            return audio.mean(axis=0).astype(np.float32)
+        raise PrestoError(f"init audio must be mono or stereo (1 or 2 channels), got {min(audio.shape)} channels")
+    raise PrestoError(f"init audio must be a waveform of shape (samples,) or (samples, channels), "
+                      f"got shape {audio.shape}")
+
+
 @dataclass
 class GenerationRequest:
     """One generation. ``steps``/``variant``/``guidance`` of None take the variant's defaults;
     ``seed`` None draws one (reported in the result's settings). ``init_audio`` (mono float
     array at ``init_sr`` Hz) with ``strength`` in (0, 1] makes a variation: 1 ignores the audio,
     small values stay close to it. ``drop_schedule`` overrides a layer-budget variant's five
-    per-quintile drop counts (at the 28-layer reference scale, noisiest quintile first)."""
+    per-quintile drop counts (at the 28-layer reference scale, noisiest quintile first).
+    ``stereo`` None is stereo when the model folder has an ``m2s`` component and mono otherwise;
+    True asks for stereo (an error without ``m2s``), False for mono."""
 
     prompt: str
     bpm: float = 120.0
@@ -96,6 +124,7 @@ class GenerationRequest:
     init_sr: Optional[int] = None
     strength: float = 1.0
     drop_schedule: Optional[tuple[int, ...]] = None
+    stereo: Optional[bool] = None
 
     def validated(self, pipe) -> "ValidatedRequest":
         """A :class:`ValidatedRequest` with defaults resolved against ``pipe`` and every value
@@ -137,14 +166,13 @@ class GenerationRequest:
             hi = 1.0 if spec.guidance_kind == "cfg_pp" else 20.0
             g = spec.guidance_scale if self.guidance is None else self.guidance
             out["guidance"] = check_number(f"guidance ({spec.guidance_kind})", g, 0.0, hi)
+        out["stereo"] = _check_stereo(self.stereo, pipe.has_stereo)
         if out["reject_ratio"] > 0 and pipe.clap is None:
             raise PrestoError("reject_ratio > 0 needs a CLAP model, and this model folder has none; use 0")
         candidates = num_candidates(out["num_clips"], out["reject_ratio"])  # at most LIMITS["candidates"]
         if self.init_audio is not None:
-            audio = np.asarray(self.init_audio, dtype=np.float32)
-            if audio.ndim == 2:  # (N, channels) as soundfile reads it
-                audio = audio.mean(axis=1)
-            if audio.ndim != 1 or audio.size == 0 or not np.isfinite(audio).all():
+            audio = downmix(np.asarray(self.init_audio, dtype=np.float32))
+            if audio.size == 0 or not np.isfinite(audio).all():
                 raise PrestoError("init audio must be a non-empty, finite mono or stereo waveform")
             out["init_sr"] = check_number("init audio sample rate", self.init_sr, 8000, 192000, integer=True)
             out["init_audio"] = audio

@@ -12,11 +12,13 @@ from presto_core import checkpoint as ckpt
 from presto_core.autoencoder import AudioVAE, VAEConfig
 from presto_core.dit import DiT, DiTConfig
 from presto_core.edm import EDMConfig
+from presto_core.stereo import MonoToStereo, StereoConfig
 
 MICRO_VAE = dict(sample_rate=16000, hop=320, latent_channels=8, enc_channels=(8, 16, 16, 32, 32),
                  enc_strides=(2, 4, 5, 8), dec_dim=32, dec_blocks=1, dec_upsample=4, dec_up_dim=16,
                  dec_up_blocks=1)
 MICRO_DIT = dict(latent_channels=8, dim=64, depth=4, heads=2, text_dim=384, freq_dim=64)
+MICRO_M2S = dict(sample_rate=16000, n_fft=256, hop=64, bands=8, channels=8, dilations=(1, 2))
 
 VARIANTS = {
     "base": {"component": "base", "sampler": "dpmpp_2s", "steps": 4, "guidance": {"kind": "cfg_pp", "scale": 0.8}},
@@ -39,8 +41,9 @@ def perturb(module: torch.nn.Module, seed: int, scale: float = 0.02) -> torch.nn
 
 
 def make_model_folder(folder: str | Path, variants=("base", "presto-ls"), with_clap: bool = True,
-                      default_variant: str | None = None, seed: int = 0) -> Path:
-    """Write a complete micro model folder (VAE, DiT per variant, optional CLAP, prompts)."""
+                      default_variant: str | None = None, seed: int = 0, with_m2s: bool = False) -> Path:
+    """Write a complete micro model folder (VAE, DiT per variant, optional CLAP and mono-to-stereo
+    components, prompts)."""
     folder = Path(folder)
     torch.manual_seed(seed)
     comps = {}
@@ -61,6 +64,10 @@ def make_model_folder(folder: str | Path, variants=("base", "presto-ls"), with_c
 
         ccfg = ClapConfig()
         comps["clap"] = {"path": "clap", "sha256": ckpt.save_component(folder / "clap", EmbeddedClap(ccfg), ccfg)}
+    if with_m2s:
+        mcfg = StereoConfig(**MICRO_M2S)
+        m2s = perturb(MonoToStereo(mcfg), seed + 99, scale=0.2)
+        comps["m2s"] = {"path": "m2s", "sha256": ckpt.save_component(folder / "m2s", m2s, mcfg)}
     (folder / "prompts.json").write_text(json.dumps([{"prompt": "dreamy ambient pad, 70 BPM", "bpm": 70}]))
     ckpt.write_index(folder, {
         "components": comps,

@@ -9,7 +9,7 @@ import sys
 # Command name -> module; each module's main(argv) returns the exit status.
 STAGES = {
     "vae": "train.vae", "clap": "train.clap", "base": "train.base", "presto_l": "train.presto_l",
-    "presto_s": "train.presto_s", "presto_ls": "train.presto_ls", "export": "train.export",
+    "presto_s": "train.presto_s", "presto_ls": "train.presto_ls", "m2s": "train.m2s", "export": "train.export",
     "eval": "train.eval", "report": "train.report", "build_corpus": "train.data.build_corpus",
     "resample": "train.data.resample", "inspect_corpus": "train.data.inspect_corpus",
 }

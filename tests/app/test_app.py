@@ -33,7 +33,8 @@ QUICK = dict(prompt="dusty boom bap drums", bpm=96, duration=1.0, variant="prest
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return make_model_folder(tmp_path_factory.mktemp("app_model"), variants=("base", "presto-ls"), with_clap=True)
+    return make_model_folder(tmp_path_factory.mktemp("app_model"), variants=("base", "presto-ls"), with_clap=True,
+                             with_m2s=True)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,9 @@ def test_generate_returns_clips_with_settings_scores_tempo_latency(client):
     assert len(files) == 2 and len(report["clips"]) == 2
     for path, clip in zip(files, report["clips"]):
         audio, sr = sf.read(path, dtype="float32")
-        assert sr == SR and audio.shape == (3 * SR,)
+        assert sr == SR and audio.shape == (3 * SR, 2)  # the model folder has m2s: stereo by default
         s = read_wav_settings(path)
+        assert s["stereo"] is True and clip["stereo"] is True and clip["width"] > 0
         assert s["prompt"] == "dusty boom bap drums" and s["seed"] == 123 and s["bpm"] == 96
         assert s["variant"] == "presto-ls" and s["candidates"] == 4 and s["time_signature"] == "4/4"
         assert clip["clap_score"] is not None and s["clap_score"] == clip["clap_score"]
@@ -72,6 +74,7 @@ def test_generate_returns_clips_with_settings_scores_tempo_latency(client):
     assert scores == sorted(scores, reverse=True)  # best first
     t = report["timings"]
     assert all(t[k] >= 0 for k in ("text", "generation", "decoding", "clap")) and t["total"] > 0 and t["rtf"] > 0
+    assert t["stereo"] > 0
     assert report["expected_s"] is not None and report["expected_s"] > 0
     assert "RTF" in latency and "total" in latency
 
@@ -109,6 +112,21 @@ def test_control_edges(client, kw, check):
     assert check(s), s
     assert len(files) == s["num_clips"]
     assert sf.info(files[0]).frames == round(s["duration"] * SR)
+
+
+def test_stereo_switch(client):
+    st, rep_st, _ = gen(client, seed=31)
+    mono, rep_mono, _ = gen(client, seed=31, stereo=False)
+    a, _ = sf.read(st[0], dtype="float32")
+    b, _ = sf.read(mono[0], dtype="float32")
+    assert a.shape == (SR, 2) and b.shape == (SR,)
+    assert np.abs(a.mean(axis=1) - b).max() <= 2.0 / 32767  # the mid is the mono clip (16-bit rounding)
+    assert read_wav_settings(mono[0])["stereo"] is False and rep_mono["clips"][0]["width"] is None
+    assert rep_st["clips"][0]["width"] > 0
+    assert "stereo" in client.predict(**QUICK, api_name="/estimate")
+    assert "mono" in client.predict(**QUICK, stereo=False, api_name="/estimate")
+    with pytest.raises(Exception, match="stereo must be true, false or unset"):
+        gen(client, stereo="sometimes")
 
 
 def test_estimate_endpoint(client):
@@ -183,7 +201,7 @@ def test_loop_export_cuts_on_the_bar_line(client):
     files, _, _ = gen(client, duration=5.0, bpm=120)
     path = client.predict(handle_file(files[0]), 120, "4/4", 2, 10, api_name="/export_loop")
     loop, sr = sf.read(path, dtype="float32")
-    assert loop.shape == (4 * SR,)  # 2 bars of 4/4 at 120 BPM = 4 s exactly
+    assert loop.shape == (4 * SR, 2)  # 2 bars of 4/4 at 120 BPM = 4 s exactly, stereo like its clip
     s = read_wav_settings(path)
     assert s["loop_bars"] == 2 and s["prompt"] == QUICK["prompt"]
     whole = client.predict(handle_file(files[0]), 120, "3/4", 0, 0, api_name="/export_loop")
@@ -221,7 +239,7 @@ def test_rho_sweep_one_clip_per_rho_with_its_schedule(client):
         assert (s["seed"], s["prompt"], s["variant"], s["steps"], s["num_clips"]) == (21, QUICK["prompt"],
                                                                                       "presto-ls", 3, 1)
         a, sr = sf.read(f, dtype="float32")
-        assert sr == SR and a.shape == (2 * SR,) and s["duration"] == 2.0
+        assert sr == SR and a.shape == (2 * SR, 2) and s["duration"] == 2.0 and s["stereo"] is True
         assert len(run["sigmas"]) == 4 and run["sigmas"][0] == 80 and run["sigmas"][-1] == 0
         audio.append(a)
     mids = [run["sigmas"][1] for run in report["runs"]]
@@ -244,7 +262,7 @@ def test_ab_compare_two_variants_same_seed(client):
     assert (report["A"]["variant"], report["B"]["variant"]) == ("base", "presto-ls")
     assert [report[k]["file"] for k in "AB"] == [Path(f).name for f in files]
     clips = [sf.read(f, dtype="float32")[0] for f in files]
-    assert all(c.shape == (SR,) for c in clips)
+    assert all(c.shape == (SR, 2) for c in clips)
     assert not np.array_equal(clips[0], clips[1])  # different variants, same noise: different clips
 
 
@@ -261,14 +279,29 @@ def test_variation_from_a_generated_clip(client):
     files, report, _ = client.predict(handle_file(src[0]), 0.3, **QUICK, api_name="/variation")
     s = read_wav_settings(files[0])
     assert s["variation"] is True and s["strength"] == 0.3 and s["duration"] == 2.0
+    assert sf.info(src[0]).channels == 2 and sf.info(files[0]).channels == 2  # a stereo source, mixed down
     with pytest.raises(Exception, match="strength must be a number in"):
         client.predict(handle_file(src[0]), 0.0, **QUICK, api_name="/variation")
+
+
+def test_uploads_with_more_than_two_channels_are_refused(client, tmp_path):
+    path = tmp_path / "six.wav"
+    sf.write(path, np.zeros((SR, 6), dtype=np.float32), SR)
+    for api, args in (("/variation", (handle_file(str(path)), 0.5)), ("/export_loop", (handle_file(str(path)),))):
+        kw = QUICK if api == "/variation" else {}
+        extra = () if api == "/variation" else (120, "4/4", 0, 10)
+        with pytest.raises(Exception, match="6 channels; upload mono or stereo"):
+            client.predict(*args, *extra, **kw, api_name=api)
+    mono = tmp_path / "mono.wav"
+    sf.write(mono, 0.1 * np.sin(np.arange(3 * SR) / 10).astype(np.float32), SR)
+    loop = client.predict(handle_file(str(mono)), 120, "4/4", 0, 10, api_name="/export_loop")
+    assert sf.info(loop).channels == 1  # a mono clip gives a mono loop
 
 
 def test_settings_from_wav(client, tmp_path):
     files, _, _ = gen(client, seed=99)
     s = client.predict(handle_file(files[0]), api_name="/settings_from_wav")
-    assert s["seed"] == 99 and s["prompt"] == QUICK["prompt"]
+    assert s["seed"] == 99 and s["prompt"] == QUICK["prompt"] and s["stereo"] is True
     plain = tmp_path / "plain.wav"
     sf.write(plain, np.zeros(SR, dtype=np.float32), SR)
     with pytest.raises(Exception, match="carries no Presto generation settings"):
@@ -355,6 +388,14 @@ def test_single_variant_model_without_clap(tmp_path):
         h.generate(**{**args, "reject_ratio": 0.5}, progress=lambda *a, **k: None)
     with pytest.raises(gr.Error, match="no layer-budget conditioning"):
         h.generate(**{**args, "drop_schedule": "14, 12, 8, 4, 0"}, progress=lambda *a, **k: None)
+    # No m2s component: mono, said on the card, and a request for stereo is refused clearly.
+    assert not engine.pipe.has_stereo and rep["clips"][0]["stereo"] is False
+    assert sf.info(files[0]).channels == 1
+    with pytest.raises(gr.Error, match="no mono-to-stereo component"):
+        h.generate(**{**args, "stereo": True}, progress=lambda *a, **k: None)
+    from app.handlers import apply_settings
+
+    assert apply_settings({"prompt": "x", "stereo": True}, engine)["stereo"] is False
     demo.close()
 
 
@@ -384,6 +425,12 @@ def test_loop_seam_and_bars():
     assert bars == 2 and loop.shape == (4 * SR,)
     # The loop's start continues the audio after the cut, so end -> start is seamless.
     assert abs(float(loop[0]) - float(x[4 * SR])) < 0.05 and abs(float(loop[-1]) - float(x[4 * SR - 1])) < 1e-6
+    st, st_bars = loop_on_bars(np.stack([x, 0.5 * x]), SR, 120, "4/4", None, 10)
+    assert st_bars == 2 and st.shape == (2, 4 * SR)
+    np.testing.assert_array_equal(st[0], loop)
+    np.testing.assert_allclose(st[1], 0.5 * loop, atol=1e-7)
+    with pytest.raises(PrestoError, match="mono \\(N,\\) or stereo \\(2, N\\)"):
+        loop_on_bars(np.zeros((3, SR), np.float32), SR, 120, "4/4")
     assert bars_to_seconds(3, 90, "3/4", 32) == pytest.approx(6.0)
     with pytest.raises(PrestoError, match="shorter than one bar"):
         loop_on_bars(x[:SR], SR, 60, "4/4")

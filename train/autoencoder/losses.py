@@ -50,6 +50,13 @@ def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) 
     return (spec.real.pow(2) + spec.imag.pow(2) + 1e-12).sqrt()
 
 
+def spectral_distance(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Spectral convergence ||Y - X||_F / ||Y||_F plus mean |log X - log Y| of two magnitude
+    spectrograms of equal shape (magnitudes floored at ``eps``); scalar, zero iff they match."""
+    sc = (reference - estimate).norm() / reference.norm().clamp_min(eps)
+    return sc + F.l1_loss(estimate.clamp_min(eps).log(), reference.clamp_min(eps).log())
+
+
 class MultiScaleMelLoss(nn.Module):
     """Sum over scales of mean |log10 max(mel(x), eps)^pow - log10 max(mel(y), eps)^pow|.
 
@@ -143,9 +150,7 @@ class MultiResolutionSTFTLoss(nn.Module):
                 continue
             w = getattr(self, f"win{i}")
             mx, my = stft_magnitude(x, n_fft, n_fft // 4, w), stft_magnitude(y, n_fft, n_fft // 4, w)
-            sc = (my - mx).norm() / my.norm().clamp_min(self.clamp_eps)
-            log_mag = F.l1_loss(mx.clamp_min(self.clamp_eps).log(), my.clamp_min(self.clamp_eps).log())
-            total = total + sc + log_mag
+            total = total + spectral_distance(mx, my, self.clamp_eps)
             used += 1
         if not used:
             raise ValueError(f"STFT loss: input of {x.shape[-1]} samples is shorter than every FFT size "

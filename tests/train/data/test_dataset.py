@@ -200,3 +200,22 @@ def test_latent_cache_with_presto_vae(data_dir, tmp_path):
     cfg = vae.cfg
     assert ds.header["hop"] == cfg.hop and ds.header["items"][0]["frames"] == -(-6 * cfg.sample_rate // cfg.hop)
     assert ds[0]["latents"].shape == (cfg.latent_channels, 32) and torch.isfinite(ds[0]["latents"]).all()
+
+
+def test_stereo_crops_keep_both_channels_and_mono_files_are_refused(tmp_path):
+    from tests.fixtures import make_corpus
+
+    stereo = make_corpus(tmp_path / "st", stereo=True)
+    ds = AudioDataset(stereo, seconds=0.5, sample_rate=16000, seed=0, channels=2)
+    item = ds[0]
+    assert item["wav"].shape == (2, 8000) and item["wav"].dtype == torch.float32
+    left, right = item["wav"]
+    assert not torch.allclose(left, right)  # the tone is panned: the channels differ
+    mono_view = AudioDataset(stereo, seconds=0.5, sample_rate=16000, seed=0, target_db=None)
+    raw = AudioDataset(stereo, seconds=0.5, sample_rate=16000, seed=0, channels=2, target_db=None)
+    torch.testing.assert_close(mono_view[0]["wav"][0], raw[0]["wav"].mean(0))  # same crop, mixed down
+    mono = make_corpus(tmp_path / "mono")
+    with pytest.raises(ValueError, match=r"00\.wav: 1 channel\(s\), but 2 are needed"):
+        AudioDataset(mono, seconds=0.5, sample_rate=16000, channels=2)
+    with pytest.raises(ValueError, match="channels must be 1"):
+        AudioDataset(stereo, seconds=0.5, sample_rate=16000, channels=3)
