@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from train.data.augment import AugmentConfig, apply, augment_labels, rms_normalize
+from train.infra.config import DataError
 
 _MARGIN_S = 0.1  # extra audio read on both sides so STFT edges fall outside the crop
 
@@ -42,7 +43,7 @@ def read_metadata(root: str | os.PathLike, split: str | None = "train") -> list[
     """Validated records of DIR/metadata.jsonl (optionally of one split).
 
     Each record gains `abs_path` and `captions` (a list, built from `caption` if needed).
-    Raises ValueError naming the line for malformed records.
+    Raises DataError (a ValueError) naming the line for malformed records.
     """
     root = Path(root)
     meta = root / "metadata.jsonl"
@@ -56,16 +57,16 @@ def read_metadata(root: str | os.PathLike, split: str | None = "train") -> list[
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{meta}:{ln}: not JSON ({exc})") from exc
+                raise DataError(f"{meta}:{ln}: not JSON ({exc})") from exc
             caps = rec.get("captions") or ([rec["caption"]] if rec.get("caption") else [])
             if "path" not in rec or not caps or not all(isinstance(c, str) and c for c in caps):
-                raise ValueError(f"{meta}:{ln}: needs 'path' and a non-empty 'caption' or 'captions'")
+                raise DataError(f"{meta}:{ln}: needs 'path' and a non-empty 'caption' or 'captions'")
             try:
                 bpm = float(rec["bpm"])
             except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{meta}:{ln}: needs a numeric 'bpm'") from exc
+                raise DataError(f"{meta}:{ln}: needs a numeric 'bpm'") from exc
             if not 0 < bpm < 1000:
-                raise ValueError(f"{meta}:{ln}: bpm {bpm} outside (0, 1000)")
+                raise DataError(f"{meta}:{ln}: bpm {bpm} outside (0, 1000)")
             rec.setdefault("split", "train")
             if split is not None and rec["split"] != split:
                 continue
@@ -77,31 +78,31 @@ def read_metadata(root: str | os.PathLike, split: str | None = "train") -> list[
 def check_audio(records: list[dict], min_seconds: float = 0.1, channels: int | None = None) -> None:
     """Read each record's audio header once: a file that cannot be opened, is shorter than
     ``min_seconds``, has another rate than its ``sample_rate`` field or (when given) another
-    channel count than ``channels`` raises ValueError naming it."""
+    channel count than ``channels`` raises DataError (a ValueError) naming it."""
     for rec in records:
         path = rec["abs_path"]
         try:
             info = sf.info(path)
         except (OSError, RuntimeError) as e:  # soundfile raises LibsndfileError (a RuntimeError)
-            raise ValueError(f"{path}: unreadable audio ({' '.join(str(e).split())})") from None
+            raise DataError(f"{path}: unreadable audio ({' '.join(str(e).split())})") from None
         if info.frames < min_seconds * info.samplerate:
-            raise ValueError(f"{path}: only {info.frames / info.samplerate:.3f} s of audio")
+            raise DataError(f"{path}: only {info.frames / info.samplerate:.3f} s of audio")
         if channels is not None and info.channels != channels:
-            raise ValueError(f"{path}: {info.channels} channel(s), but {channels} are needed"
+            raise DataError(f"{path}: {info.channels} channel(s), but {channels} are needed"
                              + (" (a stereo corpus: build_corpus --version 2)" if channels == 2 else ""))
         want = rec.get("sample_rate")
         if want is not None and int(want) != info.samplerate:
-            raise ValueError(f"{path}: the file is {info.samplerate} Hz but metadata.jsonl says {int(want)} Hz")
+            raise DataError(f"{path}: the file is {info.samplerate} Hz but metadata.jsonl says {int(want)} Hz")
 
 
 def load_audio(path: str, sample_rate: int, start_s: float = 0.0, seconds: float | None = None,
                channels: int = 1) -> np.ndarray:
     """Read [start_s, start_s + seconds) of a file (zero-padded past the end) and resample it to
     `sample_rate`: mixed down to mono, float32 (N,), for ``channels=1``; left and right, float32
-    (2, N), for ``channels=2``, where a file without exactly two channels raises ValueError naming it."""
+    (2, N), for ``channels=2``, where a file without exactly two channels raises DataError naming it."""
     info = sf.info(path)
     if channels == 2 and info.channels != 2:
-        raise ValueError(f"{path}: {info.channels} channel(s), but the stereo stage needs 2-channel audio "
+        raise DataError(f"{path}: {info.channels} channel(s), but the stereo stage needs 2-channel audio "
                          "(a corpus built with --version 2)")
     start = max(int(round(start_s * info.samplerate)), 0)
     frames = -1 if seconds is None else int(math.ceil(seconds * info.samplerate))
@@ -136,7 +137,7 @@ class AudioDataset(Dataset):
             raise ValueError("pitch/tempo augmentation is for mono crops only")
         self.items = read_metadata(root, split)
         if not self.items:
-            raise ValueError(f"no items with split={split!r} in {root}")
+            raise DataError(f"no items with split={split!r} in {root}")
         check_audio(self.items, channels=2 if channels == 2 else None)  # mono crops mix any count down
         self.channels = channels
         self.seconds, self.sample_rate = float(seconds), int(sample_rate)

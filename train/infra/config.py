@@ -25,6 +25,10 @@ class ConfigError(ValueError):
     """A config file or override does not match the typed config (message names the key)."""
 
 
+class DataError(ValueError):
+    """The training data cannot be used as it is (message names the file and, for metadata, the line)."""
+
+
 def _convert(tp, value, where: str):
     """Check/convert a JSON value to type ``tp`` (dataclasses recursively)."""
     origin = typing.get_origin(tp)

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from presto_core.checkpoint import atomic_write_json
 from train.infra.checkpointing import EMA, CheckpointManager, load_checkpoint, save_checkpoint, truncate_metrics
-from train.infra.config import ConfigError, LoopConfig, default_run_dir, load_config, parse_args, to_dict
+from train.infra.config import ConfigError, DataError, LoopConfig, default_run_dir, load_config, parse_args, to_dict
 
 EXIT_NONFINITE = 3  # process exit status when the NaN/inf guard stops a run
 EXIT_STOPPED = 4  # process exit status after SIGTERM/SIGINT: checkpoint written, resume with --resume latest
@@ -440,6 +440,9 @@ def run_main(fn, argv=None) -> int:
         return EXIT_NONFINITE
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except DataError as e:
+        print(f"data error: {e}", file=sys.stderr)
         return 2
     except StopRequested as e:
         print(str(e), file=sys.stderr)
