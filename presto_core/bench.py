@@ -2,10 +2,11 @@
 [--device cuda] [--compile]``.
 
 Prints a table of median latency (and the ratio against fp32) at the token count of ``--seconds``
-of audio for: one DiT forward, with and without layer dropping; the VAE decoder; and the whole
-Presto-LS mono path the paper times (appendix A.6: 4 ping-pong generator calls over the Karras(rho=7)
-schedule, each with the reduced Presto-LS drop schedule's budget for its sigma, then decoding), in
-fp32 and bf16 autocast. ``--size tiny`` is the embedded default's architecture (CPU-sized),
+of audio for: one DiT forward, with and without layer dropping; the VAE decoder; the
+mono-to-stereo model (M2S); the whole Presto-LS mono path the paper times (appendix A.6: 4
+ping-pong generator calls over the Karras(rho=7) schedule, each with the reduced Presto-LS drop
+schedule's budget for its sigma, then decoding); and the same path in stereo (then M2S), in fp32 and
+bf16 autocast, followed by M2S's share of the stereo path. ``--size tiny`` is the embedded default's architecture (CPU-sized),
 ``--size paper`` DiT-XL (28 blocks, 1152 wide) with the paper-scale VAE, for the issue's GPU
 comparison against the paper's 230 ms on an A100 (flash-attn is used when installed, else SDPA;
 ``--compile`` wraps the DiT and the decoder in torch.compile, whose first call is not timed).
@@ -26,6 +27,7 @@ from presto_core.budget import PRESTO_LS, DropSchedule
 from presto_core.dit import DiT, DiTConfig
 from presto_core.edm import EDMConfig, Precond, karras_sigmas
 from presto_core.samplers import sample_pingpong
+from presto_core.stereo import MonoToStereo, StereoConfig
 
 
 def median_time(fn, repeats: int, warmup: int = 1) -> float:
@@ -52,6 +54,8 @@ def run(repeats: int = 5, seconds: float = 32.0, device: str = "cpu", text_token
     dit_cfg = getattr(DiTConfig, size)(latent_channels=vcfg.latent_channels, budget_conditioning=True)
     dit = Precond(DiT(dit_cfg)).to(dev).eval()
     vae = AudioVAE(vcfg).to(dev).eval()
+    m2s = MonoToStereo(getattr(StereoConfig, size)()).to(dev).eval()
+    mono_clip = 0.1 * torch.randn(1, int(round(seconds * vcfg.sample_rate)), generator=gen).to(dev)
     decode = vae.decode
     if compile:
         dit, decode = torch.compile(dit), torch.compile(vae.decode)
@@ -75,7 +79,9 @@ def run(repeats: int = 5, seconds: float = 32.0, device: str = "cpu", text_token
         f"DiT {size} forward ({depth // 2} dropped)": lambda: dit(x, 1.0, text=text, text_mask=mask, bpm=bpm,
                                                                    layers_dropped=depth // 2),
         "VAE decoder": lambda: decode(x),
+        f"M2S {size} ({seconds:g} s)": lambda: m2s(mono_clip),
         f"Presto-LS {steps} steps + decode": presto_ls,
+        f"Presto-LS {steps} steps stereo": lambda: m2s(presto_ls()[:, 0]),
     }
     rows = []
     with torch.no_grad():
@@ -120,7 +126,20 @@ def main(argv=None) -> int:
     print(f"{'component':36s} {'precision':9s} {'frames':>6s} {'median ms':>10s} {'speed-up vs fp32':>17s}")
     for r in rows:
         print(f"{r['name']:36s} {r['precision']:9s} {r['frames']:6d} {1000 * r['seconds']:10.1f} {r['vs_fp32']:16.2f}x")
+    for prec, share in m2s_share(rows).items():
+        print(f"M2S share of the Presto-LS stereo path, {prec}: {100 * share:.1f}%")
     return 0
+
+
+def m2s_share(rows: list[dict]) -> dict[str, float]:
+    """Per precision: the M2S row's median over the stereo Presto-LS row's (both timed in one run)."""
+    out = {}
+    for prec in ("fp32", "bf16"):
+        m2s = [r["seconds"] for r in rows if r["name"].startswith("M2S") and r["precision"] == prec]
+        full = [r["seconds"] for r in rows if r["name"].endswith("stereo") and r["precision"] == prec]
+        if m2s and full:
+            out[prec] = m2s[0] / full[0]
+    return out
 
 
 if __name__ == "__main__":

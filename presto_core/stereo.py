@@ -46,6 +46,16 @@ class StereoConfig:
     dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 1, 2)
     diffuse_init: float = -2.0  # sigmoid(-2) = 0.12: a little diffuse width before training
 
+    @classmethod
+    def tiny(cls) -> "StereoConfig":
+        """The embedded default's size (about 0.6 M parameters)."""
+        return cls()
+
+    @classmethod
+    def paper(cls) -> "StereoConfig":
+        """The paper-scale config's size (train/configs/paper.json): 256 wide, two dilation cycles."""
+        return cls(channels=256, dilations=(1, 2, 4, 8, 16, 32) * 2)
+
     def __post_init__(self):
         self.dilations = tuple(int(d) for d in self.dilations)
         if self.n_fft < 64 or self.n_fft % 2 or not 0 < self.hop <= self.n_fft // 2:

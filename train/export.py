@@ -1,7 +1,7 @@
 """Assemble a Presto model folder (presto_core.checkpoint layout) from trained components.
 
     python -m train.export --config train/configs/<scale>.json --out MODEL_DIR
-        [--run RUN_DIR] [--checkpoint latest|STEP|DIR] [--base DIR] [--vae DIR] [--clap DIR] [--fp16]
+        [--run RUN_DIR] [--checkpoint latest|STEP|DIR] [--base DIR] [--vae DIR] [--clap DIR] [--m2s DIR] [--fp16]
         [--int8] [--add-variants MODEL_DIR[:NAME,...] ...] [--default-variant NAME] [--results JSON] [--set ...]
 
 Takes the base run's EMA weights from a checkpoint (default: the latest of RUN_DIR, default
@@ -10,7 +10,8 @@ and the held-out prompts of the corpus, and writes::
 
     MODEL_DIR/model_index.json  components (path + sha256), text_encoder, variants, default_variant,
                                 prompts, sample_rate, max_duration
-    MODEL_DIR/{vae,base,clap}/  config.json + model.safetensors
+    MODEL_DIR/{vae,base,clap,m2s}/  config.json + model.safetensors (m2s: with ``--m2s``, which
+                                makes the folder's clips stereo by default)
     MODEL_DIR/prompts.json      [{"prompt": caption, "bpm": bpm}, ...]
     MODEL_DIR/README.md         the model card: components, variants, training data, measured numbers
                                 (``--results``: a train.eval report), limits
@@ -89,7 +90,7 @@ def _export(a) -> tuple[Path, Path]:
             prompts=heldout_prompts(data, cfg.num_prompts), fp16=a.fp16 or cfg.export_fp16,
             steps=cfg.sampler_steps, guidance=cfg.guidance_scale, max_duration=cfg.max_duration,
             quantize="int8" if a.int8 else None, extra_variants=extra, default_variant=a.default_variant,
-            corpus=corpus_summary(data.root), results=results,
+            corpus=corpus_summary(data.root), results=results, m2s=a.m2s,
         )
 
 
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(e.g. another model folder's base/)")
     ap.add_argument("--vae", default=None, help="VAE component folder (default: base.vae of the config)")
     ap.add_argument("--clap", default=None, help="CLAP component folder (default: base.clap of the config)")
+    ap.add_argument("--m2s", default=None, metavar="DIR",
+                    help="a mono-to-stereo component folder (train.m2s's RUN_DIR/export/m2s): clips become stereo")
     ap.add_argument("--fp16", action="store_true", help="store weights in float16 (smaller embedded assets)")
     ap.add_argument("--int8", action="store_true",
                     help="store the diffusion transformers' large weight matrices as int8 with per-channel scales "

@@ -10,8 +10,10 @@ def test_rows_cover_every_case_and_precision():
     rows = bench.run(repeats=1, seconds=0.5, size="tiny")
     names = sorted({r["name"] for r in rows})
     assert names == sorted(["DiT tiny forward (12 blocks)", "DiT tiny forward (6 dropped)", "VAE decoder",
-                            "Presto-LS 4 steps + decode"])
-    assert [r["precision"] for r in rows] == ["fp32", "bf16"] * 4
+                            "M2S tiny (0.5 s)", "Presto-LS 4 steps + decode", "Presto-LS 4 steps stereo"])
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"] * 6
+    share = bench.m2s_share(rows)
+    assert set(share) == {"fp32", "bf16"} and all(0 < v for v in share.values())
     assert all(r["seconds"] > 0 and r["frames"] == 23 for r in rows)
     assert all(r["vs_fp32"] == 1.0 for r in rows if r["precision"] == "fp32")
 
@@ -25,3 +27,4 @@ def test_cli_prints_the_table(capsys):
     assert bench.main(["--repeats", "1", "--seconds", "0.25", "--steps", "2"]) == 0
     out = capsys.readouterr().out
     assert "size tiny" in out and "Presto-LS 2 steps + decode" in out and "median ms" in out
+    assert "Presto-LS 2 steps stereo" in out and "M2S share of the Presto-LS stereo path, bf16" in out

@@ -171,6 +171,23 @@ def test_cli_reassembles_a_model_folder_with_one_variant_replaced(merged, runs, 
     assert model_folder.split_variant_source("runs/x/model") == ("runs/x/model", None)
 
 
+def test_cli_adds_a_mono_to_stereo_component(merged, tmp_path, capsys):
+    stereo = make_model_folder(tmp_path / "st", variants=("base",), with_clap=False, with_m2s=True)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "heldout_prompts.json").write_text(json.dumps([{"caption": "a tune", "bpm": 90}]))
+    argv = ["--config", str(CONFIGS / "test.json"), "--set", f"data.root={tmp_path / 'data'}",
+            "--base", str(merged / "base"), "--vae", str(merged / "vae"), "--out", str(tmp_path / "model")]
+    assert export.main(argv + ["--m2s", str(merged / "vae")]) == 2
+    assert "not a mono-to-stereo one" in capsys.readouterr().err
+    assert export.main(argv + ["--m2s", str(stereo / "m2s")]) == 0
+    index = ckpt.read_index(tmp_path / "model")
+    assert index["components"]["m2s"]["sha256"] == ckpt.sha256_file(tmp_path / "model" / "m2s" / "model.safetensors")
+    pipe = PrestoPipeline.from_pretrained(tmp_path / "model", device="cpu", precision="fp32")
+    assert pipe.has_stereo
+    assert pipe.generate(prompt="x", duration=1.0, seed=0, steps=1).clips[0].audio.shape == (2, 16000)
+    assert "| m2s | m2s |" in (tmp_path / "model" / "README.md").read_text()
+
+
 def test_model_card_records_training_data_measures_and_limits(merged, tmp_path, capsys):
     """Every exported folder carries a README.md model card; --results puts a train.eval report's
     numbers in it, and a file that is not one is refused before anything is written."""

@@ -145,9 +145,10 @@ def build_model_folder(out: str | os.PathLike, *, vae, base, clap=None, text_enc
                        prompts: list | None = None, fp16: bool = False, steps: int = 16,
                        guidance: float = 0.8, max_duration: float = 32.0, extra_variants: dict | None = None,
                        quantize: str | None = None, default_variant: str = "base",
-                       corpus: dict | None = None, results: dict | None = None) -> Path:
+                       corpus: dict | None = None, results: dict | None = None, m2s=None) -> Path:
     """Write a complete model folder at ``out`` from component folders ``vae``, ``base`` (kind dit,
-    meta holding "edm") and optionally ``clap``. ``extra_variants`` maps variant name -> (spec dict,
+    meta holding "edm") and optionally ``clap`` and ``m2s`` (mono-to-stereo, same sample rate as
+    the VAE). ``extra_variants`` maps variant name -> (spec dict,
     component folder) for later stages (Presto-L/S/LS); variants may share a component only if its
     files are identical. ``quantize="int8"`` stores the diffusion components (base and extra
     variants; not the VAE or CLAP) int8-quantized, see :func:`ckpt.save_component`.
@@ -157,6 +158,14 @@ def build_model_folder(out: str | os.PathLike, *, vae, base, clap=None, text_enc
     sources = {"vae": Path(vae), BASE: Path(base)}
     if clap:
         sources["clap"] = Path(clap)
+    if m2s:
+        sources["m2s"] = Path(m2s)
+        kind = ckpt.read_component_config(m2s)
+        vae_rate = ckpt.read_component_config(vae)["config"].get("sample_rate")
+        if kind["kind"] != "m2s":
+            raise ValueError(f"{m2s} holds a {kind['kind']!r} component, not a mono-to-stereo one ('m2s')")
+        if kind["config"].get("sample_rate", 44100) != vae_rate:
+            raise ValueError(f"{m2s} runs at {kind['config'].get('sample_rate', 44100)} Hz but the VAE at {vae_rate} Hz")
     variants = {"base": base_variant(steps, guidance)}
     for name, (spec, folder) in (extra_variants or {}).items():
         if name in variants:
