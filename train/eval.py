@@ -52,6 +52,7 @@ from train.evaluation.clips import clamp_bpm, embed_audio, embed_text, generate_
 from train.evaluation.reporting import command_line, fmt, machine_info, markdown_table, run_reported
 
 QUALITY_COLS = ("fad", "mmd", "clap", "density", "recall", "coverage")
+STEREO_COLS = (("m2s_ms", "M2S ms"), ("stereo_latency_ms", "Stereo latency ms"), ("rtf_stereo", "RTF stereo"))
 SPEED_COLS = ("generation_ms", "decoding_ms", "mono_latency_ms", "rtf", "total_ms", "rtf_e2e", "speedup")
 RANDOM_WEIGHTS_NOTE = ("NOTE: numbers from random-weight (untrained) models are meaningless; "
                        "such runs only check the evaluation plumbing.")
@@ -172,6 +173,7 @@ def time_once(pipe, variant: str, batch: int, duration: float, prompt: str, step
         t["decoding"] = marks.get(("clap", False), t_end) - dec0
     t["wall"] = t_end - t0
     t["batch"] = res.settings["candidates"]
+    t["kept"] = len(res.clips)
     return t
 
 
@@ -202,12 +204,20 @@ def speed_row(pipe, variant: str, batch: int, duration: float, repeats: int, pro
     """Median (over ``repeats`` after one warm-up) latencies in ms and RTFs of one variant/batch."""
     time_once(pipe, variant, batch, duration, prompt, steps)
     runs = [time_once(pipe, variant, batch, duration, prompt, steps) for _ in range(repeats)]
-    med = {k: statistics.median(r[k] for r in runs) for k in ("generation", "decoding", "total", "wall")}
+    med = {k: statistics.median(r[k] for r in runs) for k in ("generation", "decoding", "stereo", "total", "wall")}
     mono = statistics.median(r["generation"] + r["decoding"] for r in runs)
     audio_s = batch * duration
-    return {"variant": variant, "batch": batch, "steps": steps, "generation_ms": 1e3 * med["generation"],
-            "decoding_ms": 1e3 * med["decoding"], "mono_latency_ms": 1e3 * mono, "rtf": audio_s / mono,
-            "total_ms": 1e3 * med["total"], "rtf_e2e": audio_s / med["total"], "repeats": repeats}
+    row = {"variant": variant, "batch": batch, "steps": steps, "generation_ms": 1e3 * med["generation"],
+           "decoding_ms": 1e3 * med["decoding"], "mono_latency_ms": 1e3 * mono, "rtf": audio_s / mono,
+           "total_ms": 1e3 * med["total"], "rtf_e2e": audio_s / med["total"], "repeats": repeats}
+    if pipe.has_stereo:
+        # M2S widens the kept clips only; beyond 8 candidates (CLAP rejection) that is not the batch.
+        whole = runs[0]["kept"] == batch
+        stereo = statistics.median(r["generation"] + r["decoding"] + r["stereo"] for r in runs)
+        row.update(m2s_ms=1e3 * med["stereo"] if whole else float("nan"),
+                   stereo_latency_ms=1e3 * stereo if whole else float("nan"),
+                   rtf_stereo=audio_s / stereo if whole else float("nan"))
+    return row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,12 +254,15 @@ def render_markdown(report: dict) -> str:
               "Median of " + str(a["repeats"]) + " runs after one warm-up. Mono latency = generation + decoding "
               "(paper appendix A.6); RTF = batch x duration / mono latency; end-to-end adds text encoding "
               "and CLAP scoring. Speed-up = base mono latency / variant mono latency at the same batch; "
-              "e2e speed-up the same for end-to-end time.",
+              "e2e speed-up the same for end-to-end time. With a mono-to-stereo component: M2S ms is its own "
+              "time, stereo latency = mono latency + M2S and RTF stereo = batch x duration / stereo latency (n/a "
+              "where CLAP rejection keeps fewer clips than the batch, as M2S widens only the kept ones).",
               f"Batch 'max': {report['max_batch_note']}", ""]
+    stereo_cols = list(STEREO_COLS) if any("m2s_ms" in r for r in report["speed"]) else []
     lines += markdown_table(report["speed"], [("variant", "Variant"), ("steps", "Steps"), ("batch", "Batch"),
                             ("generation_ms", "Generation ms"),
                             ("decoding_ms", "Decoding ms"), ("mono_latency_ms", "Mono latency ms"),
-                            ("rtf", "RTF"), ("total_ms", "End-to-end ms"), ("rtf_e2e", "RTF e2e"),
+                            ("rtf", "RTF"), *stereo_cols, ("total_ms", "End-to-end ms"), ("rtf_e2e", "RTF e2e"),
                             ("speedup", "Speed-up vs base"), ("speedup_e2e", "e2e speed-up")])
     return "\n".join(lines) + "\n"
 

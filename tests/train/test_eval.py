@@ -204,7 +204,7 @@ def test_eval_command_end_to_end(tmp_path):
     from tests.factory import make_model_folder
     from train.eval import main
 
-    model = make_model_folder(tmp_path / "model", variants=("base", "presto-ls"))
+    model = make_model_folder(tmp_path / "model", variants=("base", "presto-ls"), with_m2s=True)
     corpus = _heldout(tmp_path / "corpus")
     out = tmp_path / "res" / "results.md"
     rc = main(["--model", str(model), "--heldout", str(corpus), "--num", "2", "--duration", "1",
@@ -215,7 +215,7 @@ def test_eval_command_end_to_end(tmp_path):
     rep = json.loads(out.with_suffix(".json").read_text())
     assert "meaningless" in md and "python -m train.eval --model" in md and "torch" in md
     for header in ("FAD", "MMD", "CLAP", "Density", "Recall", "Coverage", "Generation ms", "Decoding ms",
-                   "Mono latency ms", "RTF", "Speed-up vs base"):
+                   "Mono latency ms", "RTF", "Speed-up vs base", "M2S ms", "Stereo latency ms", "RTF stereo"):
         assert header in md
     q = rep["quality"]
     assert [(r["variant"], r["reject_ratio"]) for r in q] == [("base", 0.0), ("presto-ls", 0.0), ("presto-ls", 0.5)]
@@ -233,6 +233,8 @@ def test_eval_command_end_to_end(tmp_path):
                   "speedup_e2e"):
             assert math.isfinite(r[c]) and r[c] > 0, (r["variant"], c)
         assert r["rtf"] == pytest.approx(r["batch"] * 1.0 / (r["mono_latency_ms"] / 1e3))
+        assert 0 < r["m2s_ms"] and r["stereo_latency_ms"] > r["mono_latency_ms"]
+        assert r["rtf_stereo"] == pytest.approx(r["batch"] * 1.0 / (r["stereo_latency_ms"] / 1e3))
     assert speed[0]["speedup"] == pytest.approx(1.0) and speed[0]["speedup_e2e"] == pytest.approx(1.0)
     assert speed[2]["speedup_e2e"] == pytest.approx(speed[0]["total_ms"] / speed[2]["total_ms"])
-    assert "n/a" not in md
+    assert "| n/a" not in md  # every cell measured

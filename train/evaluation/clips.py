@@ -30,13 +30,15 @@ def embed_text(scorer, prompts: list[str], batch: int = 32) -> np.ndarray:
 
 
 def generate_set(pipe, variant: str, items: list[dict], num: int, duration: float, seed: int,
-                 reject_ratio: float = 0.0, steps: int | None = None) -> tuple[list[np.ndarray], list[str]]:
-    """One clip per prompt for ``num`` prompts (cycling through ``items``)."""
+                 reject_ratio: float = 0.0, steps: int | None = None,
+                 stereo: bool = False) -> tuple[list[np.ndarray], list[str]]:
+    """One clip per prompt for ``num`` prompts (cycling through ``items``): mono (N,) arrays, the
+    form every embedding and measure takes, or (2, N) with ``stereo`` (the model needs m2s)."""
     clips, prompts = [], []
     for i in range(num):
         it = items[i % len(items)]
         res = pipe.generate(prompt=it["prompt"], bpm=clamp_bpm(it["bpm"]), duration=duration, num_clips=1,
-                            variant=variant, seed=seed + i, reject_ratio=reject_ratio, steps=steps)
+                            variant=variant, seed=seed + i, reject_ratio=reject_ratio, steps=steps, stereo=stereo)
         clips.append(res.clips[0].audio)
         prompts.append(it["prompt"])
     return clips, prompts
