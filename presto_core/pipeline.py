@@ -288,6 +288,15 @@ class PrestoPipeline:
         return karras_sigmas(req.steps, edm.sigma_min, top, req.rho)
 
     @torch.no_grad()
+    def widen(self, mono: torch.Tensor) -> torch.Tensor:
+        """Mono clips (B, N) in [-1, 1] -> stereo (B, 2, N) float32 with the folder's mono-to-stereo
+        model, exactly as :meth:`generate` widens its clips; ``(L + R) / 2`` is the input."""
+        if self.m2s is None:
+            raise PrestoError("this model folder has no mono-to-stereo component (m2s)")
+        with self._autocast():
+            return self.m2s(mono.to(self.device).float())
+
+    @torch.no_grad()
     def generate(self, request: GenerationRequest | None = None, progress: Progress | None = None,
                  **kwargs) -> GenerationResult:
         """Generate clips for ``request`` (or keyword arguments of :class:`GenerationRequest`).
@@ -361,8 +370,7 @@ class PrestoPipeline:
         if req.stereo:
             t4 = time.perf_counter()
             progress("stereo", 0, 1)
-            with self._autocast():
-                kept = self.m2s(kept)
+            kept = self.widen(kept)
             self._sync()
             timings["stereo"] = time.perf_counter() - t4
         timings["total"] = time.perf_counter() - t0

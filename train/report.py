@@ -28,6 +28,9 @@ tempo adherence of generated samples and CLAP retrieval, as Markdown tables (and
    pieces (one ``--clap-seconds`` crop each, default 10; first caption, and the mean over the
    caption phrasings) and over the generated clips (prompt -> its clip, one clip per distinct
    prompt); chance k / N beside. All audio is loudness-normalised as in CLAP training.
+4. Stereo, when the folder has a mono-to-stereo component: width (side / mid energy) quartiles and
+   left/right correlation of the generated clips widened by it, of the real held-out crops (a
+   stereo corpus) and of their mids widened by it, with its side MR-STFT against the real side.
 
 Bad arguments print one error line and exit with status 2.
 """
@@ -51,12 +54,13 @@ from presto_core.errors import PrestoError, check_number
 from presto_core.pipeline import PrestoPipeline
 from presto_core.request import LIMITS
 from train.data.augment import rms_normalize
-from train.data.dataset import load_mono, read_metadata
+from train.data.dataset import load_audio, load_mono, read_metadata
 from train.evaluation.clips import clamp_bpm, embed_audio, embed_text, generate_set
 from train.evaluation.figure import comparison_figure
 from train.evaluation.pitch import chroma_correlation, tonal_clarity
-from train.evaluation.reporting import command_line, machine_info, markdown_table, run_reported
+from train.evaluation.reporting import command_line, fmt, machine_info, markdown_table, run_reported
 from train.evaluation.retrieval import retrieval_accuracy
+from train.evaluation.stereo import stereo_scores, width_summary
 from train.evaluation.notes import onsets_per_second, pitch_class_count
 from train.evaluation.tempo import BANDS, band_name, beat_salience, measure_tempo, strict_match, tempo_match
 
@@ -383,7 +387,36 @@ def run(args: argparse.Namespace, command: str) -> dict:
     report["clap"] = (None if pipe.clap is None
                       else clap_section(pipe.clap, items, args.clap_seconds, clips, prompts, pipe.sample_rate))
     timings["clap"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    report["stereo"] = stereo_section(pipe, items, clips, args.duration)
+    timings["stereo"] = time.perf_counter() - t
     return report
+
+
+def stereo_section(pipe, items: list[dict], clips: list[np.ndarray], seconds: float) -> dict | None:
+    """Width and channel correlation of the generated clips widened by the folder's M2S, of real
+    held-out stereo crops (when the corpus is stereo) and of M2S applied to those crops' mids
+    (side MR-STFT against the real side); None without an m2s component."""
+    if not pipe.has_stereo:
+        return None
+    sr = pipe.sample_rate
+    n = int(round(seconds * sr))
+    widened = pipe.widen(torch.from_numpy(np.stack([c[:n] for c in clips]))).cpu()
+    out = {"rows": [{"name": f"generated ({len(clips)} clips), widened", **width_summary(widened, "")}],
+           "seconds": seconds}
+    stereo = [it for it in items if sf.info(it["path"]).channels == 2]
+    if stereo:
+        real = torch.from_numpy(np.stack([load_audio(it["path"], sr, min(CROP_START_S, max(
+            0.0, sf.info(it["path"]).duration - seconds)), seconds, channels=2)[:, :n] for it in stereo]))
+        scores = stereo_scores(pipe.m2s, real.to(pipe.device))
+        out["rows"].append({"name": f"real held-out ({len(stereo)} pieces)", **width_summary(real, "")})
+        out["rows"].append({"name": "real held-out mids, widened", "width_median": scores["pred_width_median"],
+                            "width_q1": scores["pred_width_q1"], "width_q3": scores["pred_width_q3"],
+                            "correlation_median": scores["pred_correlation_median"]})
+        out["side_mrstft"] = scores["side_mrstft"]
+        out["generated_over_real_width"] = out["rows"][0]["width_median"] / max(out["rows"][1]["width_median"], 1e-12)
+    return out
 
 
 def render_markdown(report: dict) -> str:
@@ -439,6 +472,19 @@ def render_markdown(report: dict) -> str:
         lines += markdown_table(report["clap"]["rows"], [("name", "Queries -> clips"), ("n", "N"), ("top1", "Top-1"),
                                                  ("chance1", "Chance top-1"), ("top5", "Top-5"),
                                                  ("chance5", "Chance top-5")])
+    st = report.get("stereo")
+    lines += ["", "## Stereo (mono-to-stereo)", ""]
+    if st is None:
+        lines += ["The model folder has no mono-to-stereo component; its clips are mono."]
+    else:
+        lines += [f"Width = side energy / mid energy (0 = mono, 1 = uncorrelated channels); quartiles over "
+                  f"{st['seconds']:g} s clips, and the median left/right correlation.", ""]
+        lines += markdown_table(st["rows"], [("name", "Audio"), ("width_q1", "Width Q1"),
+                                             ("width_median", "Width median"), ("width_q3", "Width Q3"),
+                                             ("correlation_median", "L/R correlation")])
+        if "side_mrstft" in st:
+            lines += ["", f"Generated / real median width: {fmt(st['generated_over_real_width'])}. M2S side "
+                      f"MR-STFT against the real side of the held-out crops: {fmt(st['side_mrstft'])}."]
     return "\n".join(lines) + "\n"
 
 

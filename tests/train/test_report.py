@@ -125,7 +125,8 @@ def test_report_end_to_end(model, tmp_path, capsys):
     fig = Image.open(rep["figure"])  # one row per distinct "genre" (here each piece's caption): 3 rows
     assert fig.size == (150 + 2 * 520 + 18, 22 + 3 * (110 + 6) + 6)
     assert rep["n_heldout"] == 3 and rep["steps"] == 4 and rep["sampler"] == "dpmpp_2s"
-    assert set(rep["timings_s"]) == {"vae", "generation", "notes", "tempo", "clap"}
+    assert set(rep["timings_s"]) == {"vae", "generation", "notes", "tempo", "clap", "stereo"}
+    assert rep["stereo"] is None and "no mono-to-stereo component" in md
 
     vae = rep["vae"]
     assert len(vae["pieces"]) == 3 and len(vae["rows"]) == 3
@@ -195,6 +196,30 @@ def test_bad_arguments_exit_2(model, tmp_path, capsys):
     assert "error: --num must be an integer in [1, 1024], got 0" in err and "split 'heldout'" in err
     assert err.splitlines() == [ln for ln in err.splitlines() if ln.startswith("error: ")]  # one line each
     assert len(err.splitlines()) == 10
+
+
+def test_report_stereo_section_on_a_stereo_corpus(tmp_path, capsys):
+    from tests.factory import make_model_folder
+
+    model = make_model_folder(tmp_path / "model", variants=("base",), with_clap=False, with_m2s=True)
+    corpus = _corpus(tmp_path / "corpus")
+    for i, bpm in enumerate(HELDOUT_BPMS):  # the same clicks, panned a little and with a decorrelated hiss
+        x = click_track(bpm, 5.0)
+        hiss = 0.01 * np.random.default_rng(i).standard_normal((x.size, 2))
+        sf.write(corpus / f"c{i}.wav", np.stack([1.2 * x, 0.8 * x], axis=1) + hiss, SR)
+    out = tmp_path / "r.json"
+    rc = main(["--model", str(model), "--corpus", str(corpus), "--num", "2", "--duration", "1", "--steps", "1",
+               "--vae-seconds", "1", "--device", "cpu", "--precision", "fp32", "--json", str(out),
+               "--markdown", str(tmp_path / "r.md")])
+    assert rc == 0
+    st = json.loads(out.read_text())["stereo"]
+    names = [r["name"] for r in st["rows"]]
+    assert names == ["generated (2 clips), widened", "real held-out (3 pieces)", "real held-out mids, widened"]
+    real = st["rows"][1]
+    assert 0.04 < real["width_median"] < 0.15  # the pan alone gives ((1.2 - 0.8) / 2)^2 = 0.04; the hiss adds
+    assert all(r["width_q1"] <= r["width_median"] <= r["width_q3"] for r in st["rows"])
+    assert _finite(st["side_mrstft"]) and _finite(st["generated_over_real_width"])
+    assert "## Stereo (mono-to-stereo)" in (tmp_path / "r.md").read_text()
 
 
 def test_report_without_clap_skips_retrieval(tmp_path, capsys):
