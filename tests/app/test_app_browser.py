@@ -1,9 +1,12 @@
 """The page in headless Chromium (Playwright): Generate gives playable audio (an <audio> whose
 source loads) and a spectrogram image; "Use these settings" fills the controls; the rho sweep gives
-one captioned clip per rho and A/B two different clips, each of the requested length. With PRESTO_SCREENSHOTS=1 it also saves assets/screenshots/{main,rho_sweep,ab}.png
+one captioned clip per rho and A/B two different clips, each of the requested length; cards say
+stereo (with the width) or mono, as the Stereo switch asks. With PRESTO_SCREENSHOTS=1 it also saves
+assets/screenshots/{main,rho_sweep,ab}.png
 (off by default so CI does not rewrite committed files)."""
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +36,8 @@ def url(tmp_path_factory):
         model = DEFAULT_MODEL
     else:
         model = make_model_folder(tmp_path_factory.mktemp("browser_model"),
-                                  variants=("base", "presto-l", "presto-s", "presto-ls"), default_variant="presto-ls")
+                                  variants=("base", "presto-l", "presto-s", "presto-ls"), default_variant="presto-ls",
+                                  with_m2s=True)
     with serve(model) as (u, _, _):
         yield u
 
@@ -84,6 +88,7 @@ def test_generate_plays_audio_and_shows_spectrogram(page):
     latency = page.inner_text("#latency")
     assert "RTF" in latency and "expected ≈" in latency
     assert "≈" in page.inner_text("#eta")
+    assert "stereo, width" in _card_text(page, "clip-audio-0")  # stereo by default when the model has m2s
     _shot(page, "main")
     # "Use these settings" copies the clip's seed into the (advanced) seed field.
     seed = int(latency.split("seed ")[1].split(" ")[0])
@@ -95,6 +100,21 @@ def test_generate_plays_audio_and_shows_spectrogram(page):
 def _card_text(pg, audio_id):
     """The caption of the result card that holds the player ``audio_id``."""
     return pg.locator(f"xpath=//*[@id='{audio_id}']/ancestor::div[contains(@class, 'column')][1]").inner_text()
+
+
+def test_stereo_switch_gives_mono_clips(page):
+    page.get_by_role("tab", name="Generate").click()
+    box = page.locator("#stereo input[type=checkbox]")
+    assert box.is_checked()
+    box.uncheck()
+    page.click("#generate-btn")
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while "· mono ·" not in _card_text(page, "clip-audio-0"):  # the card is rewritten when the clip arrives
+        assert time.monotonic() < deadline, _card_text(page, "clip-audio-0")
+        page.wait_for_timeout(250)
+    _audio_loads(page, "#clip-audio-0")
+    assert "mono" in page.inner_text("#eta")
+    box.check()
 
 
 def test_rho_sweep_tab(page):
