@@ -16,6 +16,9 @@ import soxr
 import torch
 
 from presto_core.errors import PrestoError
+from presto_core.wav_chunks import append_chunk, read_chunk
+
+_COMMENT_BYTES = 2000  # libsndfile drops a longer WAV comment (2,045 bytes) without a word
 
 
 def to_mono(wav: np.ndarray, channels_first: bool = True) -> np.ndarray:
@@ -97,8 +100,8 @@ def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -
 
 def write_wav(path, audio: np.ndarray, sample_rate: int, settings: dict | None = None) -> None:
     """Write float audio, mono (N,) or stereo (2, N) with left first, as 16-bit PCM WAV with
-    ``settings`` as JSON in its comment (RIFF INFO ICMT) so a downloaded clip remembers how it was
-    made."""
+    ``settings`` as UTF-8 JSON in a ``prst`` chunk (presto_core.wav_chunks), and also in the comment
+    (RIFF INFO ICMT) when it fits there, so a downloaded clip remembers how it was made."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 2 and audio.shape[0] == 2:
         frames = audio.T  # soundfile writes (frames, channels)
@@ -107,23 +110,35 @@ def write_wav(path, audio: np.ndarray, sample_rate: int, settings: dict | None =
     else:
         raise PrestoError(f"write_wav takes mono (N,) or stereo (2, N) audio, got shape {audio.shape}")
     channels = 1 if frames.ndim == 1 else 2
+    text = None if settings is None else json.dumps(settings, sort_keys=True, ensure_ascii=False)
     with sf.SoundFile(str(path), "w", samplerate=int(sample_rate), channels=channels, subtype="PCM_16",
                       format="WAV") as f:
-        if settings is not None:
-            f.comment = json.dumps(settings, sort_keys=True)
+        if text is not None:
+            if len(text.encode("utf-8")) <= _COMMENT_BYTES:
+                f.comment = text
             f.software = "presto"
         f.write(np.clip(frames, -1.0, 1.0))
+    if text is not None:
+        append_chunk(path, text.encode("utf-8"))
 
 
 def read_wav_settings(path) -> dict | None:
-    """The generation settings stored by :func:`write_wav`, or None if the file has none.
-    A file that is not readable audio raises PrestoError."""
+    """The generation settings (a dict) stored by :func:`write_wav` (its ``prst`` chunk, else the
+    comment of older files), or None if the file has none or they are not a JSON object. A file
+    that is not readable audio raises PrestoError."""
     try:
         with sf.SoundFile(str(path)) as f:
             comment = f.comment
+        chunk = read_chunk(path)
     except (RuntimeError, OSError) as e:  # soundfile.LibsndfileError is a RuntimeError
         raise PrestoError(f"cannot read settings from {path}: not a readable audio file ({e})") from None
-    try:
-        return json.loads(comment) if comment else None
-    except json.JSONDecodeError:
-        return None
+    for text in (chunk.decode("utf-8", "replace") if chunk is not None else None, comment):
+        if not text:
+            continue
+        try:
+            value = json.loads(text)
+        except (json.JSONDecodeError, ValueError):
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
