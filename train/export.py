@@ -16,6 +16,9 @@ and the held-out prompts of the corpus, and writes::
     MODEL_DIR/README.md         the model card: components, variants, training data, measured numbers
                                 (``--results``: a train.eval report), limits
 
+``--into MODEL_DIR --m2s DIR`` instead adds the mono-to-stereo component to an existing model folder
+(no other file changes; the model card is not rewritten), e.g. the shipped default.
+
 ``--add-variants`` adds the distilled variants (and their DiT components) of other model folders,
 e.g. the RUN_DIR/model folders of the Presto-L, Presto-S and Presto-LS runs (``DIR:a,b``: only
 variants a and b); their base variants are left out, since this export supplies the base model. ``--fp16``/``--int8`` apply to the added
@@ -39,7 +42,7 @@ from train.diffusion.common import dit_config
 from train.diffusion.configs import BaseStageConfig
 from train.diffusion.model_card import corpus_summary
 from train.diffusion.model_folder import (
-    build_model_folder, check_default_variant, heldout_prompts, variants_from_model_folders,
+    add_component, build_model_folder, check_default_variant, heldout_prompts, variants_from_model_folders,
 )
 from train.infra.checkpointing import CheckpointManager, load_ema_weights, read_run_state
 from train.infra.config import ConfigError, default_run_dir, load_config, to_dict
@@ -96,8 +99,10 @@ def _export(a) -> tuple[Path, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.export", description="Assemble a Presto model folder")
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--out", required=True, help="model folder to write")
+    ap.add_argument("--config", default=None, help="train/configs/<scale>.json (needed unless --into)")
+    ap.add_argument("--out", default=None, help="model folder to write (needed unless --into)")
+    ap.add_argument("--into", default=None, metavar="MODEL_DIR",
+                    help="add the --m2s component to this existing model folder and change nothing else")
     ap.add_argument("--run", default=None, help="base run folder (default runs/<config name>/base)")
     ap.add_argument("--checkpoint", default="latest", help="'latest', a step number or a checkpoint folder")
     ap.add_argument("--base", default=None, metavar="DIR",
@@ -120,6 +125,18 @@ def main(argv: list[str] | None = None) -> int:
                          "latency rows go into the model card")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args(argv)
+    if a.into:
+        if not a.m2s:
+            ap.error("--into needs --m2s DIR (the component to add)")
+        try:
+            sha = add_component(a.into, "m2s", a.m2s, "m2s", fp16=a.fp16)
+        except (ValueError, OSError) as e:
+            print(f"error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+            return 2
+        print(f"added {a.m2s} -> {a.into}/m2s (sha256 {sha[:12]})", file=sys.stderr)
+        return 0
+    if not a.config or not a.out:
+        ap.error("--config and --out are required (or --into MODEL_DIR --m2s DIR)")
     try:
         ck, out = _export(a)
     except (ValueError, OSError) as e:  # ConfigError and PrestoError are ValueErrors

@@ -12,7 +12,9 @@ distance (spectral convergence + log-magnitude L1, at the model's own STFT) to t
 (``lr_weight``), plus an L1 distance of the side's log energy per band over blocks of
 ``energy_frames`` STFT frames (``energy_weight``): the log-magnitude term alone is met by the
 median magnitude, which for the noise-like side of reverb is below its energy, so without it
-the predicted width came out at about half the real one. Measured in the model's STFT domain, the loss needs no STFT of the prediction,
+the predicted width came out at about half the real one; and an L1 distance of the log side energy
+of each whole crop (``width_weight``), the width itself, which the per-band term still left at
+two thirds of the real one. Measured in the model's STFT domain, the loss needs no STFT of the prediction,
 which made a step several times cheaper on the CPU than multi-resolution losses on the audio.
 Every ``eval_every`` steps the EMA weights are scored on one fixed crop per held-out piece (side and
 L/R MR-STFT, inter-channel correlation error, width quartiles against the real ones,
@@ -51,6 +53,7 @@ class M2SStageConfig:
     lr_weight: float = 1.0
     energy_weight: float = 0.0
     energy_frames: int = 8
+    width_weight: float = 0.0
     swap_channels: bool = True
     eval_every: int = 250
     eval_seconds: float = 4.0
@@ -59,9 +62,10 @@ class M2SStageConfig:
         if self.crop_seconds * self.model.sample_rate < self.model.n_fft:
             raise ConfigError(f"m2s.crop_seconds={self.crop_seconds} is shorter than the model's FFT "
                               f"({self.model.n_fft} samples)")
-        weights = (self.side_weight, self.lr_weight, self.energy_weight)
+        weights = (self.side_weight, self.lr_weight, self.energy_weight, self.width_weight)
         if min(weights) < 0 or sum(weights) == 0:
-            raise ConfigError("m2s.side_weight, lr_weight and energy_weight must be >= 0, and not all 0")
+            raise ConfigError("m2s.side_weight, lr_weight, energy_weight and width_weight must be >= 0, "
+                              "and not all 0")
         if self.energy_frames < 1:
             raise ConfigError(f"m2s.energy_frames must be >= 1, got {self.energy_frames}")
 
@@ -138,6 +142,11 @@ def train(argv: list[str] | None = None) -> Path:
                            - band_log_energy(ref[:, 0], bands, cfg.energy_frames)).abs().mean()
             loss = loss + cfg.energy_weight * energy_loss
             logs["side_energy"] = energy_loss
+        if cfg.width_weight:
+            width_loss = ((spec_side.abs().pow(2).sum((1, 2)) + 1e-6).log()
+                          - (ref[:, 0].pow(2).sum((1, 2)) + 1e-6).log()).abs().mean()
+            loss = loss + cfg.width_weight * width_loss
+            logs["width"] = width_loss
         grad_norm = run.backward(loss, model, opt, sched)
         run.end_step(loss=loss, grad_norm=grad_norm, side_stft=side_loss, lr_stft=lr_loss, **logs)
         if run.step % cfg.eval_every == 0 or run.done:

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from presto_core import checkpoint as ckpt
+from presto_core.autoencoder import AudioVAE, VAEConfig
 from presto_core.dit import DiT, DiTConfig
 from presto_core.edm import Precond
 from presto_core.errors import PrestoError
@@ -186,6 +187,30 @@ def test_cli_adds_a_mono_to_stereo_component(merged, tmp_path, capsys):
     assert pipe.has_stereo
     assert pipe.generate(prompt="x", duration=1.0, seed=0, steps=1).clips[0].audio.shape == (2, 16000)
     assert "| m2s | m2s |" in (tmp_path / "model" / "README.md").read_text()
+
+
+def test_into_adds_m2s_to_an_existing_folder_and_changes_nothing_else(tmp_path, capsys):
+    import shutil
+
+    folder = make_model_folder(tmp_path / "shipped", variants=("base", "presto-ls"))
+    stereo = make_model_folder(tmp_path / "st", variants=("base",), with_clap=False, with_m2s=True)
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert export.main(["--into", str(folder), "--m2s", str(stereo / "vae")]) == 2
+    assert "not 'm2s'" in capsys.readouterr().err
+    assert export.main(["--into", str(folder), "--m2s", str(stereo / "m2s"), "--fp16"]) == 0
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    changed = {str(k) for k in after if before.get(k) != after[k]}
+    assert changed == {"model_index.json", "m2s/config.json", "m2s/model.safetensors"}
+    index = ckpt.read_index(folder)
+    assert set(index["components"]) == {"vae", "base", "presto_ls", "clap", "m2s"}
+    pipe = PrestoPipeline.from_pretrained(folder, device="cpu", precision="fp32")
+    assert pipe.has_stereo
+    other = make_model_folder(tmp_path / "other", variants=("base",), with_clap=False)
+    shutil.rmtree(other / "vae")  # a 44.1 kHz VAE beside the 16 kHz m2s: refused
+    vae = AudioVAE(VAEConfig.tiny())
+    ckpt.save_component(other / "vae", vae, vae.cfg)
+    assert export.main(["--into", str(other), "--m2s", str(stereo / "m2s")]) == 2
+    assert "Hz" in capsys.readouterr().err
 
 
 def test_model_card_records_training_data_measures_and_limits(merged, tmp_path, capsys):

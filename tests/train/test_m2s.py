@@ -43,7 +43,8 @@ def test_trains_evaluates_and_exports(reference):
     train = [m for m in metrics if "loss" in m]
     evals = [m for m in metrics if "heldout/side_mrstft" in m]
     assert [m["step"] for m in train] == [1, 2, 3, 4]
-    assert all(math.isfinite(m[k]) for m in train for k in ("loss", "grad_norm", "side_stft", "lr_stft", "side_energy"))
+    assert all(math.isfinite(m[k]) for m in train for k in ("loss", "grad_norm", "side_stft", "lr_stft", "side_energy",
+                                                          "width"))
     assert [m["step"] for m in evals] == [2, 4]
     for m in evals:
         assert m["heldout/mid_error"] <= 1e-6  # (L + R) / 2 is the mid

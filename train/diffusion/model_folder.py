@@ -208,6 +208,38 @@ def build_model_folder(out: str | os.PathLike, *, vae, base, clap=None, text_enc
     return out
 
 
+def add_component(folder: str | os.PathLike, name: str, src: str | os.PathLike, kind: str,
+                  fp16: bool = False) -> str:
+    """Add (or replace) component ``name`` of ``kind`` (e.g. 'm2s') in an existing model folder from
+    the component folder ``src``, leaving every other file as it is; its sample rate must match the
+    VAE's. The component is written beside the folder's files first and the index is replaced
+    atomically, so a failure leaves the folder as it was. Returns the component's sha256."""
+    folder, src = Path(folder), Path(src)
+    index = ckpt.read_index(folder)
+    found = ckpt.read_component_config(src)
+    if found["kind"] != kind:
+        raise ValueError(f"{src} holds a {found['kind']!r} component, not {kind!r}")
+    vae_rate = ckpt.read_component_config(folder / index["components"]["vae"]["path"])["config"].get("sample_rate")
+    if found["config"].get("sample_rate", vae_rate) != vae_rate:
+        raise ValueError(f"{src} runs at {found['config']['sample_rate']} Hz but the model's VAE at {vae_rate} Hz")
+    if any(spec["component"] == name for spec in index["variants"].values()):
+        raise ValueError(f"component name {name!r} is a variant's DiT in {folder}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder))
+    try:
+        sha = _copy_component(src, tmp / name, fp16)
+        old = folder / name
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(tmp / name, old)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    index["components"][name] = {"path": name, "sha256": sha}
+    index.pop("format", None)
+    index.pop("version", None)
+    ckpt.write_index(folder, index)
+    return sha
+
+
 def optional_clap(path: str, log: Callable[[str], None]) -> str | None:
     """The CLAP component folder ``path`` if it holds one; else None (with a note when one was named)."""
     if path and (Path(path) / ckpt.CONFIG).is_file():
