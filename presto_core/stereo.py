@@ -139,11 +139,11 @@ class MonoToStereo(nn.Module):
         centred frames of ``hop`` samples), before the side is turned back into audio."""
         self._check(mid)
         cfg = self.cfg
-        # STFT, gains and ISTFT in float32 whatever autocast says: bf16 phases would hiss.
+        # All in float32 whatever autocast says: bf16 phases would hiss, and on a CPU bf16 made this
+        # small conv net slower (142 ms against 88 ms for 32 s in presto_core.bench).
         with torch.autocast(mid.device.type, enabled=False):
             spec = torch.stft(mid.float(), cfg.n_fft, cfg.hop, window=self.window, center=True, return_complex=True)
-        d, r = self.gains(spec)
-        with torch.autocast(mid.device.type, enabled=False):
+            d, r = self.gains(spec)
             bins = self.bands.t()  # (F, bands)
             gain = torch.einsum("fk,bkt->bft", bins, d) + torch.einsum("fk,bkt->bft", bins, r) * self.decor[:, None]
         return spec, spec * gain
