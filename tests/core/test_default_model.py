@@ -46,7 +46,8 @@ def pipe():
 def test_default_variant_generates_music_shaped_audio(pipe):
     res = pipe.generate(prompt="upbeat disco groove with funky bass", bpm=120, duration=3, seed=0)
     audio = res.clips[0].audio
-    assert audio.dtype == np.float32 and audio.shape == (3 * pipe.sample_rate,)
+    assert pipe.has_stereo and res.settings["stereo"] is True  # the default ships its m2s component
+    assert audio.dtype == np.float32 and audio.shape == (2, 3 * pipe.sample_rate)
     assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0
     rms_db = 20 * np.log10(np.sqrt(np.mean(audio ** 2)) + 1e-12)
     assert -45 < rms_db < 0, rms_db  # neither silence nor clipping noise
