@@ -10,11 +10,16 @@ Checkpoints live under ``RUN_DIR/checkpoints``::
 A checkpoint folder is written under a temporary name and renamed into place only once every file
 in it is on disk, so a SIGKILL at any moment leaves either the old set of checkpoints or the old
 set plus one complete new one. ``run_state.json`` is the last file written before the rename and
-serves as the completeness marker.
+serves as the completeness marker; it records the SHA-256 of every other file in the folder, so a
+truncated or bit-flipped checkpoint is found before it is loaded (:func:`verify_checkpoint`) and a
+resume falls back to the newest intact one. A save that runs out of disk space removes its scratch
+folder and raises :class:`DiskFullError`; the checkpoints already there are untouched.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import re
@@ -34,7 +39,65 @@ from presto_core.checkpoint import atomic_write_bytes, atomic_write_json
 
 RUN_STATE = "run_state.json"
 LATEST = "latest"
+SUMS = "sha256"  # run_state key: {relative file path: hex SHA-256} of every other file in the folder
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_DISK_FULL_HINTS = ("no space left", "unexpected pos", "file write failed", "disk quota")
+_MIN_FREE_BYTES = 64 << 20
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint: the one asked for is damaged, or every checkpoint of the run is."""
+
+
+class DiskFullError(RuntimeError):
+    """A checkpoint could not be written because the disk (or quota) is full."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def folder_sums(folder: Path) -> dict[str, str]:
+    """{posix path relative to ``folder``: SHA-256} of every file in it except run_state.json."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).as_posix() != RUN_STATE}
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when the checkpoint folder is intact, else what is wrong with it (naming the file).
+    A checkpoint written before sums were recorded can only be checked for a readable run_state."""
+    path = Path(path)
+    try:
+        state = json.loads((path / RUN_STATE).read_text())
+    except (OSError, ValueError) as e:
+        return f"{path / RUN_STATE} is unreadable ({e})"
+    if not isinstance(state, dict) or "step" not in state:
+        return f"{path / RUN_STATE} is not a run state"
+    for name, digest in (state.get(SUMS) or {}).items():
+        f = path / name
+        if not f.is_file():
+            return f"{f} is missing"
+        if sha256_file(f) != digest:
+            return f"{f} does not match its recorded SHA-256 (truncated or corrupted)"
+    return None
+
+
+def is_disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether an error raised while writing into ``folder`` means the disk is full: ENOSPC/EDQUOT,
+    torch's serializer messages for a short write, or almost no free space left."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if any(h in str(err).lower() for h in _DISK_FULL_HINTS):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < _MIN_FREE_BYTES
+    except OSError:
+        return False
 
 
 def _fsync_dir(path: Path) -> None:
@@ -104,8 +167,9 @@ class CheckpointManager:
         return path
 
     def finalize(self, tmp: Path, step: int, run_state: dict) -> Path:
-        """Write the completeness marker, rename ``tmp`` into place, move ``latest``, prune."""
-        atomic_write_json(tmp / RUN_STATE, run_state)
+        """Record the files' SHA-256 in the completeness marker, write it, rename ``tmp`` into
+        place, move ``latest``, prune."""
+        atomic_write_json(tmp / RUN_STATE, {**run_state, SUMS: folder_sums(tmp)})
         _fsync_dir(tmp)
         final = self.final_dir(step)
         if final.exists():  # re-saving the same step (e.g. the end-of-run save): replace it
@@ -204,19 +268,56 @@ def load_ema_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def save_checkpoint(accelerator, manager: CheckpointManager, step: int, emas: dict[str, EMA], info: dict) -> Path:
     """Collective: every process calls it. accelerate writes models, optimizers, registered objects
     and per-process RNG states into the scratch folder, the main process adds ``ema_<name>.safetensors``
-    and ``run_state.json`` and renames the folder into place."""
+    and ``run_state.json`` and renames the folder into place.
+
+    Raises :class:`DiskFullError` on every process when any of them ran out of space (the scratch
+    folder is removed, earlier checkpoints stay as they were); other write errors propagate."""
     tmp = manager.tmp_dir(step)
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    err = None
+    try:
+        accelerator.save_state(str(tmp))
+    except (OSError, RuntimeError) as e:
+        err = e
+    _agree_on_failure(accelerator, err, manager, tmp, step)
     accelerator.wait_for_everyone()  # every process's RNG file must be in the folder before the rename
+    err = None
     if accelerator.is_main_process:
-        for name, e in emas.items():
-            e.save(tmp / f"ema_{name}.safetensors")
-        manager.finalize(tmp, step, {**info, "step": step, "time": time.time(), "emas": sorted(emas)})
+        try:
+            for name, e in emas.items():
+                e.save(tmp / f"ema_{name}.safetensors")
+            manager.finalize(tmp, step, {**info, "step": step, "time": time.time(), "emas": sorted(emas)})
+        except (OSError, RuntimeError) as e:
+            err = e
+    _agree_on_failure(accelerator, err, manager, tmp, step)
     accelerator.wait_for_everyone()
     return manager.final_dir(step)
+
+
+def _agree_on_failure(accelerator, err: BaseException | None, manager: CheckpointManager, tmp: Path,
+                      step: int) -> None:
+    """Raise on every process when one failed to write (one failing alone would leave the others
+    waiting at the next barrier): DiskFullError for a full disk, else the error itself."""
+    full_here = err is not None and is_disk_full(err, manager.root)
+    flags = torch.tensor([float(err is not None), float(full_here)], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        flags = accelerator.reduce(flags, reduction="sum")
+    failed, full = (float(v) > 0 for v in flags.tolist())
+    if not failed:
+        return
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if err is not None and not full_here:
+        raise err
+    if full:
+        last = manager.latest()
+        raise DiskFullError(
+            f"the disk is full: checkpoint step {step} could not be written to {manager.root}; "
+            f"{'the previous checkpoint ' + str(last) + ' is intact' if last else 'no earlier checkpoint exists'}. "
+            "Free some space, then continue with --resume latest") from None
+    raise RuntimeError(f"checkpoint step {step} failed on another process (see its log)")
 
 
 def load_checkpoint(accelerator, path: Path, emas: dict[str, EMA]) -> dict:

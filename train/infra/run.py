@@ -44,7 +44,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from presto_core.checkpoint import atomic_write_json
-from train.infra.checkpointing import EMA, CheckpointManager, load_checkpoint, save_checkpoint, truncate_metrics
+from train.infra.checkpointing import (LATEST, EMA, CheckpointError, CheckpointManager, DiskFullError, load_checkpoint,
+                                       save_checkpoint, truncate_metrics, verify_checkpoint)
 from train.infra.config import ConfigError, DataError, LoopConfig, default_run_dir, load_config, parse_args, to_dict
 
 EXIT_NONFINITE = 3  # process exit status when the NaN/inf guard stops a run
@@ -52,7 +53,8 @@ EXIT_STOPPED = 4  # process exit status after SIGTERM/SIGINT: checkpoint written
 
 
 class StopRequested(RuntimeError):
-    """Raised by :meth:`Run.end_step` after a SIGTERM/SIGINT, once the step's checkpoint is written."""
+    """Raised by :meth:`Run.batches` after a SIGTERM/SIGINT, once the step's checkpoint is written and
+    the stage's code after :meth:`Run.end_step` (its logging) has run."""
 
 
 class NonFiniteError(RuntimeError):
@@ -121,6 +123,7 @@ class Run:
         self._emas: dict[str, tuple[EMA, torch.nn.Module]] = {}
         self._lrs: dict[int, float] = {}
         self._stop_signal: int | None = None
+        self._saved_step = -1
         self._sums: dict[str, float] = {}
         self._count = 0
         self._in_step = False
@@ -240,6 +243,14 @@ class Run:
                     yield _to_device(batch, self.device)
                     if self._in_step:
                         raise RuntimeError("Run.batches: call run.end_step(...) once per batch")
+                    if self._stop_signal is not None and not self.done:
+                        # Raised here, not in end_step, so that what the stage logs after end_step
+                        # (held-out losses, turn averages) for the stopped step is written too.
+                        self._flush_logs()
+                        if self._saved_step != self.step:  # the signal came after end_step
+                            self.save_checkpoint()
+                        raise StopRequested(f"stopped by signal {self._stop_signal} after step {self.step}; "
+                                            "checkpoint written, continue with --resume latest")
         finally:
             for sig, h in previous.items():
                 signal.signal(sig, h)
@@ -320,12 +331,11 @@ class Run:
             self._bar.update(1)
         if self.step % self.cfg.log_every == 0 or self.done:
             self._flush_logs()
-        if self.step % self.cfg.checkpoint_every == 0 or self.done or self._stop_signal is not None:
-            self.save_checkpoint()
-        if self._stop_signal is not None and not self.done:
+        stopping = self._stop_signal is not None
+        if stopping:
             self._flush_logs()
-            raise StopRequested(f"stopped by signal {self._stop_signal} after step {self.step}; checkpoint "
-                                f"written, continue with --resume latest")
+        if self.step % self.cfg.checkpoint_every == 0 or self.done or stopping:
+            self.save_checkpoint()
 
     def log(self, **metrics) -> None:
         """Log values now (e.g. evaluation results) at the current step: TensorBoard + metrics.jsonl."""
@@ -365,10 +375,17 @@ class Run:
     def save_checkpoint(self) -> Path:
         """Write a complete checkpoint of everything registered, atomically (see checkpointing.py)."""
         emas = {name: e for name, (e, _) in self._emas.items()}
-        return save_checkpoint(self.accelerator, self.ckpt, self.step, emas, {"stage": self.stage})
+        path = save_checkpoint(self.accelerator, self.ckpt, self.step, emas, {"stage": self.stage})
+        self._saved_step = self.step
+        return path
 
     def restore(self, spec: str | None = None) -> int:
         """Load the checkpoint named by ``spec`` (default: ``--resume``); returns the restored step.
+
+        Each checkpoint is verified against its recorded SHA-256 sums first. ``latest`` falls back
+        to the newest intact checkpoint with a log line naming the damaged file; an explicit
+        checkpoint that is damaged, or a run whose checkpoints are all damaged, raises
+        :class:`CheckpointError` (exit 2 under :func:`run_main`).
 
         ``--resume latest`` on a run with no checkpoint starts fresh (so a preemptible job can always
         pass it). Without ``--resume``, a run folder that already has checkpoints is an error rather
@@ -382,10 +399,31 @@ class Run:
             if self.ckpt.latest() is not None:
                 raise FileExistsError(f"{self.out_dir} already has checkpoints: pass --resume latest or a new --out")
             return 0
-        path = self.ckpt.resolve(spec)
+        try:
+            path = self.ckpt.resolve(spec)
+        except FileNotFoundError as e:
+            raise CheckpointError(str(e)) from None
         if path is None:
             return 0
-        state = load_checkpoint(self.accelerator, path, {name: e for name, (e, _) in self._emas.items()})
+        candidates = [path]
+        if spec == LATEST:  # the newest first; an older one only when every newer one is damaged
+            candidates += [p for _, p in reversed(self.ckpt.complete()) if p != path]
+        emas = {name: e for name, (e, _) in self._emas.items()}
+        for path in candidates:
+            problem = verify_checkpoint(path)
+            if problem is None:
+                try:
+                    state = load_checkpoint(self.accelerator, path, emas)
+                    break
+                except Exception as e:  # noqa: BLE001 - e.g. a truncated file of a checkpoint without sums
+                    problem = f"{path} could not be loaded ({type(e).__name__}: {e})"
+            if spec != LATEST:
+                raise CheckpointError(f"checkpoint damaged: {problem}; resume from another one "
+                                      "(--resume latest or a step number) or start a new --out")
+            self.print(f"checkpoint {path.name} is damaged: {problem}; falling back to the previous one")
+        else:
+            raise CheckpointError(f"no intact checkpoint in {self.ckpt.root} ({len(candidates)} damaged); "
+                                  "start a new --out (or delete the damaged step folders)")
         if self.step != state["step"]:
             raise RuntimeError(f"checkpoint {path}: step counter {self.step} != run_state step {state['step']}")
         if self.is_main:
@@ -443,6 +481,12 @@ def run_main(fn, argv=None) -> int:
         return 2
     except DataError as e:
         print(f"data error: {e}", file=sys.stderr)
+        return 2
+    except CheckpointError as e:
+        print(f"checkpoint error: {e}", file=sys.stderr)
+        return 2
+    except DiskFullError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     except StopRequested as e:
         print(str(e), file=sys.stderr)

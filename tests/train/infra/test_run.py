@@ -134,6 +134,10 @@ def toy_train(argv=None):
         if str(run.step) == os.environ.get("TOY_SIGTERM_AT_STEP"):
             os.kill(os.getpid(), signal.SIGTERM)  # e.g. a scheduler or `kill` stopping the run mid-step
         run.end_step(loss=loss, grad_norm=run.backward(loss, model, opt, sched))
+        if os.environ.get("TOY_LOG_AFTER"):
+            run.log(after_step=run.step)  # like a stage's held-out loss, logged after end_step
+        if str(run.step) == os.environ.get("TOY_SIGTERM_AFTER_STEP"):
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives after the step's checkpoint decision
     run.finish()
     return run.unwrap(model).state_dict(), ema.shadow
 
@@ -177,6 +181,96 @@ def test_sigterm_checkpoints_the_current_step_and_resumes_exactly(toy_config, tm
     w, e = toy_train(argv + ["--resume", "latest"])
     for k in ref_w:
         assert torch.equal(ref_w[k], w[k]) and torch.equal(ref_ema[k], e[k]), k
+
+
+def test_stopping_keeps_what_the_stage_logs_after_end_step(toy_config, tmp_path, monkeypatch):
+    ref_w, _ = toy_train(["--config", str(toy_config), "--out", str(tmp_path / "a")])
+    argv = ["--config", str(toy_config), "--out", str(tmp_path / "b")]
+    monkeypatch.setenv("TOY_LOG_AFTER", "1")
+    monkeypatch.setenv("TOY_SIGTERM_AT_STEP", "2")
+    assert run_main(toy_train, argv) == EXIT_STOPPED
+    assert {"step": 3, "after_step": 3.0} in read_metrics(tmp_path / "b")
+    monkeypatch.delenv("TOY_SIGTERM_AT_STEP")
+    # a signal during the stage's own post-step code: the step has no periodic checkpoint (5 is odd),
+    # so one is written before stopping
+    monkeypatch.setenv("TOY_SIGTERM_AFTER_STEP", "5")
+    assert run_main(toy_train, argv + ["--resume", "latest"]) == EXIT_STOPPED
+    assert CheckpointManager(tmp_path / "b" / "checkpoints").complete()[-1][0] == 5
+    assert {"step": 5, "after_step": 5.0} in read_metrics(tmp_path / "b")
+    monkeypatch.delenv("TOY_SIGTERM_AFTER_STEP")
+    w, _ = toy_train(argv + ["--resume", "latest"])
+    assert all(torch.equal(ref_w[k], w[k]) for k in ref_w)
+    assert [m["step"] for m in read_metrics(tmp_path / "b") if "after_step" in m] == list(range(1, 8))
+
+
+def _flip_byte(path: Path, at: int = -9) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
+def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(toy_config, tmp_path, capsys, damage):
+    ref_w, ref_ema = toy_train(["--config", str(toy_config), "--out", str(tmp_path / "a")])
+    argv = ["--config", str(toy_config), "--out", str(tmp_path / "b")]
+    toy_train(argv + ["--max-steps", "5"])
+    ckpts = CheckpointManager(tmp_path / "b" / "checkpoints")
+    assert [s for s, _ in ckpts.complete()] == [4, 5]
+    bad = ckpts.final_dir(5) / "model.safetensors"
+    if damage == "truncate":
+        bad.write_bytes(bad.read_bytes()[:100])
+    elif damage == "flip":
+        _flip_byte(bad)
+    else:
+        bad.unlink()
+    capsys.readouterr()
+    # naming the damaged checkpoint explicitly stops with exit 2 and the file's name
+    assert run_main(toy_train, argv + ["--resume", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint error" in err and "model.safetensors" in err and "Traceback" not in err
+    w, e = toy_train(argv + ["--resume", "latest"])
+    err = capsys.readouterr().err
+    assert "step-00000005 is damaged" in err and str(bad) in err and "resumed at step 4" in err
+    for k in ref_w:  # resumed exactly from step 4
+        assert torch.equal(ref_w[k], w[k]) and torch.equal(ref_ema[k], e[k]), k
+
+
+def test_every_checkpoint_damaged_is_exit_2(toy_config, tmp_path, capsys):
+    argv = ["--config", str(toy_config), "--out", str(tmp_path / "b")]
+    toy_train(argv + ["--max-steps", "4"])
+    for _, path in CheckpointManager(tmp_path / "b" / "checkpoints").complete():
+        _flip_byte(path / "optimizer.bin", at=40)
+    assert run_main(toy_train, argv + ["--resume", "latest"]) == 2
+    err = capsys.readouterr().err
+    assert "no intact checkpoint" in err and "optimizer.bin" in err
+
+
+def test_disk_full_while_checkpointing_is_one_clear_line_and_keeps_the_previous(toy_config, tmp_path, capsys,
+                                                                                monkeypatch):
+    import accelerate
+
+    real = accelerate.Accelerator.save_state
+
+    def full_at_step_4(self, output_dir=None, **kw):
+        if "00000004" in str(output_dir):
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(output_dir) / "model.safetensors").write_bytes(b"partial")
+            # what torch's serializer raises on a short write
+            raise RuntimeError("[enforce fail at inline_container.cc:659] . unexpected pos 4864 vs 4752")
+        return real(self, output_dir, **kw)
+
+    monkeypatch.setattr(accelerate.Accelerator, "save_state", full_at_step_4)
+    argv = ["--config", str(toy_config), "--out", str(tmp_path / "b")]
+    assert run_main(toy_train, argv) == 2
+    err = capsys.readouterr().err
+    root = tmp_path / "b" / "checkpoints"
+    assert "the disk is full" in err and str(root) in err and "step-00000002 is intact" in err
+    assert "Traceback" not in err
+    ckpts = CheckpointManager(root)
+    assert [s for s, _ in ckpts.complete()] == [2] and not list(root.glob(".tmp-*"))
+    monkeypatch.setattr(accelerate.Accelerator, "save_state", real)
+    toy_train(argv + ["--resume", "latest"])
+    assert [s for s, _ in ckpts.complete()] == [6, 7]
 
 
 def test_nan_guard_stops_without_saving(toy_config, tmp_path):
