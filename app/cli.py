@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.server import create_app, launch_kwargs, resolve_model
+from app.server import MAX_SESSIONS, create_app, launch_kwargs, resolve_model
 from presto_core.errors import PrestoError
 from presto_core.generate import default_model
 
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     p.add_argument("--concurrency", type=int, default=1, help="generations run at once (they share one model)")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting at most; more are turned away")
+    p.add_argument("--max-sessions", type=int, default=MAX_SESSIONS,
+                   help="browser/API sessions whose page state is kept (about 0.4 MB each; the oldest are dropped)")
     p.add_argument("--no-calibrate", action="store_true", help="skip the warm-up that predicts latency")
     return p
 
@@ -35,12 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         model = resolve_model(args.model, default_model())
+        kwargs = launch_kwargs(args.host, args.port, args.share, args.max_sessions)
         demo, _ = create_app(model, device=args.device, precision=args.precision, concurrency=args.concurrency,
                              max_queue=args.max_queue, calibrate=not args.no_calibrate)
     except PrestoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    demo.launch(**launch_kwargs(args.host, args.port, args.share))
+    demo.launch(**kwargs)
     return 0
 
 

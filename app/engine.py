@@ -16,10 +16,11 @@ from __future__ import annotations
 import math
 import threading
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 from presto_core.budget import D3
-from presto_core.errors import PrestoError
+from presto_core.errors import PrestoError, check_choice
 from presto_core.pipeline import GenerationCost, PrestoPipeline
 from presto_core.request import LIMITS, GenerationRequest, ValidatedRequest
 
@@ -105,9 +106,7 @@ class Engine:
         return [(self.label(v), v) for v in self.variants]
 
     def spec(self, variant: str):
-        if variant not in self.pipe.variant_names:
-            raise PrestoError(f"model variant must be one of {self.variants}, got {variant!r}")
-        return self.pipe.variant_spec(variant)
+        return self.pipe.variant_spec(check_choice("model variant", variant, self.variants))
 
     def has_budget(self, variant: str) -> bool:
         return self.pipe.has_layer_budget(variant)
@@ -116,14 +115,19 @@ class Engine:
         return int(self.spec(variant).steps)
 
     @property
+    def model_name(self) -> str:
+        """The model as shown to visitors: a local folder's name (not its server path) or the hub id."""
+        src = str(self.pipe.source)
+        return Path(src).name if Path(src).is_dir() else src
+
+    @property
     def device(self) -> str:
         return str(self.pipe.device)
 
     # -- speed/quality dial -----------------------------------------------------------------
     def preset(self, variant: str, quality: str) -> tuple[int, tuple[int, ...] | None]:
         """(steps, drop-schedule override or None) for a dial position on ``variant``."""
-        if quality not in QUALITY:
-            raise PrestoError(f"quality must be one of {list(QUALITY)}, got {quality!r}")
+        check_choice("quality", quality, QUALITY)
         factor, drop = QUALITY[quality]
         lo, hi = LIMITS["steps"]
         steps = int(min(hi, max(lo, math.floor(self.default_steps(variant) * factor + 0.5))))

@@ -13,6 +13,7 @@ import logging
 import math
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import gradio as gr
@@ -21,22 +22,28 @@ import soundfile as sf
 import torch
 
 from presto_core.audio import read_wav_settings, write_wav
-from presto_core.errors import PrestoError, check_number
+from presto_core.errors import PrestoError, check_bool, check_choice, check_number, shown
 from presto_core.request import LIMITS, GenerationRequest, ValidatedRequest
 
 from app import results as R
+from app.api_guard import JobCancelled, job_alive, scrub_paths
 from app.engine import Engine
 from app.music import TIME_SIGNATURES, bars_to_seconds, loop_on_bars, parse_time_signature
 
 log = logging.getLogger("presto.app")
 MAX_SWEEP = 8
+LOOP_MAX_SECONDS = 120.0  # a loop is cut from at most this much of an upload (the rest is not decoded)
+UPLOAD_RATES = (8000, 192000)  # Hz
 DURATION_MODES = ("seconds", "bars")
 # Overall progress fraction at the start of each pipeline stage.
 _STAGE_SPAN = {"text": (0.0, 0.05), "generation": (0.05, 0.85), "decoding": (0.85, 0.92), "clap": (0.92, 0.97)}
 
 
-def guarded(fn):
-    """PrestoError -> gr.Error(message); other exceptions -> logged, gr.Error('generation failed')."""
+def guarded(fn=None, *, failed: str = "Generation failed"):
+    """PrestoError -> gr.Error(message); other exceptions -> logged, gr.Error('<failed> ...'). Server
+    paths in messages are cut to their last part. Use as ``@guarded`` or ``@guarded(failed=...)``."""
+    if fn is None:
+        return functools.partial(guarded, failed=failed)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -44,17 +51,19 @@ def guarded(fn):
             return fn(*args, **kwargs)
         except gr.Error:
             raise
+        except JobCancelled as e:
+            raise gr.Error(str(e), title="Cancelled") from None
         except PrestoError as e:
-            raise gr.Error(str(e), title="Please check the settings") from None
+            raise gr.Error(scrub_paths(str(e)), title="Please check the settings") from None
         except Exception as e:  # noqa: BLE001 - the server must outlive any one request
             log.exception("request failed")
-            if type(e).__name__ == "OutOfMemoryError":
+            if type(e).__name__ == "OutOfMemoryError" or isinstance(e, MemoryError):
                 _free_gpu()
-                msg = "the GPU ran out of memory; lower the duration, the number of clips or the rejection ratio"
+                msg = "out of memory; lower the duration, the number of clips or the rejection ratio"
             else:
-                msg = f"{type(e).__name__}: {e}"
-            raise gr.Error(f"Generation failed ({msg}). The server is still running; please try again.",
-                           title="Generation failed") from None
+                msg = scrub_paths(f"{type(e).__name__}: {e}")
+            raise gr.Error(f"{failed} ({msg}). The server is still running; please try again.",
+                           title=failed) from None
 
     return wrapper
 
@@ -76,30 +85,28 @@ def parse_seed(seed):
             seed = float(seed)
         except ValueError:
             raise PrestoError(f"seed must be -1 (random) or an integer in [0, {LIMITS['seed'][1]}], "
-                              f"got {seed!r}") from None
+                              f"got {shown(seed)}") from None
     if isinstance(seed, (int, float)) and not isinstance(seed, bool) and seed == -1:
         return None
     try:
         return check_number("seed", seed, *LIMITS["seed"], integer=True)
     except PrestoError:
-        raise PrestoError(f"seed must be -1 (random) or an integer in [0, {LIMITS['seed'][1]}], got {seed!r}") from None
+        raise PrestoError(f"seed must be -1 (random) or an integer in [0, {LIMITS['seed'][1]}], got {shown(seed)}") from None
 
 
 def parse_drop_schedule(text):
     """'' / None -> None (the variant's own); '12, 8, 8, 0, 0' or a list -> tuple of 5 ints."""
     if text is None or (isinstance(text, str) and not text.strip()):
         return None
-    if isinstance(text, str):
-        try:
-            vals = [float(v) for v in text.replace(";", ",").replace(" ", ",").split(",") if v.strip()]
-        except ValueError:
-            raise PrestoError("layer budget must be 5 comma-separated integers in [0, 27] (blocks dropped per "
-                              f"noise quintile, noisiest first, e.g. '14, 12, 8, 4, 0'), got {text!r}") from None
-    else:
-        vals = list(text)
-    if len(vals) != 5 or any(not float(v).is_integer() for v in vals):
-        raise PrestoError("layer budget must be 5 comma-separated integers in [0, 27] (blocks dropped per "
-                          f"noise quintile, noisiest first, e.g. '14, 12, 8, 4, 0'), got {text!r}")
+    message = ("layer budget must be 5 comma-separated integers in [0, 27] (blocks dropped per noise quintile, "
+               f"noisiest first, e.g. '14, 12, 8, 4, 0'), got {shown(text)}")
+    try:
+        items = text.replace(";", ",").replace(" ", ",").split(",") if isinstance(text, str) else list(text)
+        vals = [float(v) for v in items if not (isinstance(v, str) and not v.strip())]
+    except (TypeError, ValueError):
+        raise PrestoError(message) from None
+    if len(vals) != 5 or any(isinstance(v, bool) or not v.is_integer() for v in vals):
+        raise PrestoError(message)
     return tuple(int(v) for v in vals)
 
 
@@ -157,8 +164,7 @@ class Handlers:
     # -- inputs -------------------------------------------------------------------------------
     def duration_of(self, c: Controls) -> float:
         """Seconds of audio the controls ask for (bars converted at the tempo)."""
-        if c.duration_mode not in DURATION_MODES:
-            raise PrestoError(f"duration mode must be one of {DURATION_MODES}, got {c.duration_mode!r}")
+        check_choice("duration mode", c.duration_mode, DURATION_MODES)
         parse_time_signature(c.time_signature)
         if c.duration_mode == "seconds":
             return c.duration
@@ -191,7 +197,7 @@ class Handlers:
         replaces the duration control."""
         c = Controls.from_inputs(locals())
         audio, sr = self._read_audio(init_audio, "a variation needs a source clip: upload one or press "
-                                                 "'Vary' under a result")
+                                                 "'Vary' under a result", max_seconds=self.engine.pipe.max_duration)
         dur = min(max(audio.shape[-1] / sr, LIMITS["duration"][0]), self.engine.pipe.max_duration)
         req = self.request(dataclasses.replace(c, duration_mode="seconds", duration=round(dur, 3)),
                            init_audio=audio, init_sr=sr, strength=strength)
@@ -246,6 +252,9 @@ class Handlers:
                    time_signature, steps, rho, seed, stereo=None, progress=gr.Progress()):
         """Two variants on the same prompt and seed, one clip each; ``own_steps`` runs each at its
         default step count (else both at ``steps``)."""
+        for name, v in (("variant A", variant_a), ("variant B", variant_b)):
+            check_choice(name, v, self.engine.variants)
+        own_steps = check_bool("'each at its own default steps'", own_steps)
         seed = parse_seed(seed)
         seed = secrets.randbelow(LIMITS["seed"][1]) if seed is None else seed
         c = Controls.from_inputs(locals(), variant=None, reject_ratio=0.0, num_clips=1, drop_schedule=None)
@@ -265,16 +274,18 @@ class Handlers:
         record = {"kind": "ab", "clips": entries, "seed": seed}
         return record, [e["wav"] for e in entries], {"seed": seed, **rows}
 
-    @guarded
+    @guarded(failed="Loop export failed")
     def export_loop(self, clip, bpm, time_signature, bars, crossfade_ms):
         """Cut ``clip`` to whole bars from its start (bars 0 = as many as fit) with a crossfaded
         seam; a stereo clip gives a stereo loop. The tempo stored in a generated clip's metadata wins
         over ``bpm``."""
-        audio, sr = self._read_audio(clip, "loop export needs a clip: upload one or pick a result")
+        audio, sr = self._read_audio(clip, "loop export needs a clip: upload one or pick a result",
+                                     max_seconds=LOOP_MAX_SECONDS)
         try:
             settings = read_wav_settings(clip) or {}
         except Exception:  # noqa: BLE001 - not a WAV with our metadata
             settings = {}
+        parse_time_signature(time_signature)
         bpm = settings.get("bpm", bpm)
         bpm = check_number("bpm", bpm, *LIMITS["bpm"])
         bars = 0 if bars in (None, "") else bars
@@ -285,7 +296,7 @@ class Handlers:
                                    "loop_crossfade_ms": crossfade_ms})
         return str(path)
 
-    @guarded
+    @guarded(failed="Reading the settings failed")
     def settings_from_wav(self, file):
         """The generation settings stored in a WAV written by this app or the CLI."""
         if not file:
@@ -320,19 +331,36 @@ class Handlers:
 
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
-    def _read_audio(path, missing: str):
-        """(audio, rate) of an uploaded file: mono (N,) or stereo (2, N) float32; more channels or
-        an empty file raise PrestoError."""
+    def _read_audio(path, missing: str, max_seconds: float):
+        """(audio, rate) of an uploaded file, at most its first ``max_seconds``: mono (N,) or stereo
+        (2, N) float32. The header is checked before anything is decoded: more than two channels, a
+        rate outside [8, 192] kHz or no samples raise PrestoError."""
         if not path:
             raise PrestoError(missing)
+        if not isinstance(path, (str, Path)):
+            raise PrestoError(f"{missing} (got {shown(path)})")
         try:
-            audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        except Exception as e:  # noqa: BLE001
-            raise PrestoError(f"cannot read the audio file ({e}); use WAV, FLAC or OGG") from None
+            info = sf.info(str(path))
+        except Exception:  # noqa: BLE001 - libsndfile's reason names the server path
+            raise PrestoError("cannot read the audio file (not a WAV, FLAC or OGG file libsndfile can open, "
+                              "or it is damaged); use WAV, FLAC or OGG") from None
+        if info.channels > 2:
+            raise PrestoError(f"the audio file has {info.channels} channels; upload mono or stereo (1 or 2)")
+        lo, hi = UPLOAD_RATES
+        if not lo <= info.samplerate <= hi:
+            raise PrestoError(f"the audio file's sample rate is {info.samplerate} Hz; use {lo} to {hi} Hz")
+        if info.frames <= 0:
+            raise PrestoError("the audio file is empty")
+        frames = min(info.frames, int(max_seconds * info.samplerate))
+        try:
+            audio, sr = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
+        except Exception:  # noqa: BLE001
+            raise PrestoError("cannot decode the audio file (damaged data after its header); use WAV, FLAC "
+                              "or OGG") from None
         if audio.shape[0] == 0:
             raise PrestoError("the audio file is empty")
-        if audio.shape[1] > 2:
-            raise PrestoError(f"the audio file has {audio.shape[1]} channels; upload mono or stereo (1 or 2)")
+        if not np.isfinite(audio).all():
+            raise PrestoError("the audio file has NaN or infinite samples")
         audio = audio[:, 0] if audio.shape[1] == 1 else np.ascontiguousarray(audio.T)
         return audio.astype(np.float32, copy=False), int(sr)
 
@@ -347,7 +375,7 @@ def parse_rho_list(text) -> list[float]:
         try:
             v = float(item)
         except (TypeError, ValueError):
-            raise PrestoError(f"rho values must be numbers in [1, 1000] separated by commas, got {item!r}") from None
+            raise PrestoError(f"rho values must be numbers in [1, 1000] separated by commas, got {shown(item)}") from None
         v = check_number("rho", v, *LIMITS["rho"])
         if all(not math.isclose(v, o) for o in out):
             out.append(v)

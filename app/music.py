@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from presto_core.errors import PrestoError, check_number
+from presto_core.errors import PrestoError, check_choice, check_number
 from presto_core.request import LIMITS
 
 TIME_SIGNATURES = ("4/4", "3/4", "6/8", "2/4", "5/4", "7/8", "12/8")
@@ -22,9 +22,8 @@ CROSSFADE_MS = (0.0, 500.0)
 
 def parse_time_signature(ts: str) -> tuple[int, int]:
     """'6/8' -> (6, 8). Only :data:`TIME_SIGNATURES` are allowed."""
-    if not isinstance(ts, str) or ts.strip() not in TIME_SIGNATURES:
-        raise PrestoError(f"time signature must be one of {', '.join(TIME_SIGNATURES)}, got {ts!r}")
-    num, den = ts.strip().split("/")
+    ts = check_choice("time signature", ts.strip() if isinstance(ts, str) else ts, TIME_SIGNATURES)
+    num, den = ts.split("/")
     return int(num), int(den)
 
 

@@ -3,14 +3,19 @@ queue. Used by ``app.py`` (command line) and by the tests (in-process)."""
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
 import tempfile
 from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from presto_core.errors import PrestoError
 from presto_core.pipeline import PrestoPipeline
 
+from app.api_guard import UnknownApiMiddleware
 from app.engine import Engine
 from app.handlers import Handlers
 from app.results import RunStore
@@ -43,13 +48,33 @@ def create_app(model: str, device: str = "auto", precision: str = "auto", concur
     store = RunStore(out_dir or tempfile.mkdtemp(prefix="presto-app-"))
     demo = build_ui(engine, Handlers(engine, store))
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    if out_dir is None:  # our own scratch folder: gone when the server closes or the process exits
+        remove = functools.partial(shutil.rmtree, store.root, ignore_errors=True)
+        atexit.register(remove)
+        close = demo.close
+
+        def close_and_clean(*a, **kw):
+            try:
+                return close(*a, **kw)
+            finally:
+                remove()
+
+        demo.close = close_and_clean
     return demo, engine
 
 
-def launch_kwargs(host: str, port: int | None, share: bool = False) -> dict:
-    """Arguments for demo.launch (theme and CSS live there in Gradio 6)."""
+MAX_UPLOAD = "50mb"  # a 32 s stereo 48 kHz float WAV is 12 MB; a 120 s loop source at CD quality 21 MB
+MAX_SESSIONS = 64  # per-session page state Gradio keeps (about 0.4 MB each); the oldest are dropped
+
+
+def launch_kwargs(host: str, port: int | None, share: bool = False, max_sessions: int = MAX_SESSIONS) -> dict:
+    """Arguments for demo.launch (theme and CSS live there in Gradio 6): the upload size limit, the
+    bound on remembered sessions and the middleware that answers unknown API names with 404."""
+    if not isinstance(max_sessions, int) or max_sessions < 1:
+        raise PrestoError(f"--max-sessions must be an integer >= 1, got {max_sessions!r}")
     # System fonts only: the page must not wait on font servers when the machine is offline.
     theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                            font_mono=["ui-monospace", "monospace"])
     return dict(server_name=host, server_port=port, share=share, theme=theme, css=CSS, show_error=True,
-                footer_links=["api"])
+                footer_links=["api"], max_file_size=MAX_UPLOAD, state_session_capacity=max_sessions,
+                app_kwargs={"middleware": [Middleware(UnknownApiMiddleware)]})

@@ -15,6 +15,7 @@ import gradio as gr
 
 from presto_core.request import LIMITS
 
+from app.api_guard import PrestoBlocks
 from app.engine import CUSTOM, QUALITY, Engine
 from app.handlers import MAX_SWEEP, Handlers, apply_settings, guarded
 from app.music import MAX_BARS, TIME_SIGNATURES
@@ -22,22 +23,17 @@ from app.results import clip_markdown
 
 MAX_CLIPS = LIMITS["num_clips"][1]
 RHO_PRESETS = (1, 7, 100, 1000)
+LOOP_CONCURRENCY = 2  # loop exports at once (each decodes up to LOOP_MAX_SECONDS of an upload)
 CSS = (".presto-slot {padding: 6px} .presto-eta {font-size: 0.95em} "
        ".presto-sweep-col {flex: 0 1 calc(25% - 12px) !important; min-width: 200px !important}")
 
 
-def _unchecked(component, rounding: bool = False):
-    """Let a slider's/number's value reach the handler unchecked, so out-of-range API input gets
-    the handler's message (which names the control and its range) instead of Gradio's bare
-    bounds error. (An instance attribute, not a subclass: Gradio writes a .pyi beside every
-    component subclass's source file.)"""
-
-    def preprocess(payload):
-        if rounding and isinstance(payload, (int, float)) and not isinstance(payload, bool) and math.isfinite(payload):
-            return component.round_to_precision(payload, component.precision)
-        return payload
-
-    component.preprocess = preprocess
+def _unchecked(component):
+    """Let a slider's/number's value reach the handler unchecked (and unrounded), so out-of-range or
+    fractional API input gets the handler's message (which names the control and its range) instead
+    of Gradio's bare bounds error or a silent rounding. (An instance attribute, not a subclass:
+    Gradio writes a .pyi beside every component subclass's source file.)"""
+    component.preprocess = lambda payload: payload
     return component
 
 
@@ -46,7 +42,7 @@ def Slider(*args, **kwargs) -> gr.Slider:  # noqa: N802 - reads like the compone
 
 
 def Number(*args, **kwargs) -> gr.Number:  # noqa: N802
-    return _unchecked(gr.Number(*args, **kwargs), rounding=kwargs.get("precision") is not None)
+    return _unchecked(gr.Number(*args, **kwargs))
 
 
 def rho_from_log(x: float) -> float:
@@ -111,7 +107,7 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
     gpu = dict(concurrency_id="model", concurrency_limit="default")
     cheap = dict(concurrency_limit=None, show_progress="hidden")
 
-    with gr.Blocks(title="Presto! text-to-music sketches", delete_cache=(900, 3600)) as demo:
+    with PrestoBlocks(title="Presto! text-to-music sketches", delete_cache=(900, 3600)) as demo:
         gen_state, sweep_state, ab_state = gr.State(None), gr.State(None), gr.State(None)
         src = Path(pipe.source).name if Path(pipe.source).is_dir() else pipe.source
         gr.Markdown(f"## Presto! — text-to-music sketches\nModel `{src}` on **{engine.device}** · "
@@ -274,7 +270,7 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                           **gpu)
         ab.success(lambda r: _slot_updates(r, 2, False), ab_state, ab_out, api_visibility="private", **cheap)
         loop_btn.click(h.export_loop, [loop_clip, bpm, time_sig, loop_bars, loop_xf], loop_file,
-                       api_name="export_loop", concurrency_limit=None)
+                       api_name="export_loop", concurrency_limit=LOOP_CONCURRENCY)
 
         def fill(settings):
             v = apply_settings(settings, engine)
@@ -357,7 +353,7 @@ def _last_seed(record):
 def _info(engine: Engine) -> dict:
     """Model folder, device, variants (default steps, layer budget), limits, calibration."""
     pipe = engine.pipe
-    return {"model": pipe.source, "device": engine.device, "sample_rate": pipe.sample_rate,
+    return {"model": engine.model_name, "device": engine.device, "sample_rate": pipe.sample_rate,
             "max_duration": pipe.max_duration, "default_variant": pipe.default_variant, "clap": pipe.clap is not None,
             "stereo": pipe.has_stereo,
             "variants": {v: {"label": engine.label(v), "steps": engine.default_steps(v),
@@ -368,7 +364,7 @@ def _info(engine: Engine) -> dict:
 
 
 def _about(engine: Engine) -> str:
-    lines = ["### Model", f"`{engine.pipe.source}` on **{engine.device}**, {engine.pipe.sample_rate} Hz "
+    lines = ["### Model", f"`{engine.model_name}` on **{engine.device}**, {engine.pipe.sample_rate} Hz "
              f"{'stereo (mono-to-stereo: the generated mono clip is the mid)' if engine.pipe.has_stereo else 'mono'}, "
              f"up to {engine.pipe.max_duration:g} s.", "", "| variant | sampler | default steps | layer budget |",
              "|---|---|---|---|"]

@@ -21,7 +21,7 @@ from presto_core.audio import resample
 from presto_core.budget import check_schedule
 from presto_core.clap import num_candidates
 from presto_core.edm import EDMConfig
-from presto_core.errors import PrestoError, check_number
+from presto_core.errors import PrestoError, check_choice, check_number, check_text, shown
 from presto_core.limits import LIMITS  # also importable from here, as callers have done
 
 SAMPLERS = ("euler", "heun", "dpmpp_2s", "pingpong")
@@ -78,7 +78,7 @@ def _check_stereo(stereo, available: bool) -> bool:
     if stereo is None:
         return available
     if not isinstance(stereo, (bool, np.bool_)):
-        raise PrestoError(f"stereo must be true, false or unset (stereo when the model can), got {stereo!r}")
+        raise PrestoError(f"stereo must be true, false or unset (stereo when the model can), got {shown(stereo)}")
     if stereo and not available:
         raise PrestoError("this model folder has no mono-to-stereo component (m2s), so it generates mono only; "
                           "ask for stereo=False or use a model folder with m2s")
@@ -129,19 +129,15 @@ class GenerationRequest:
     def validated(self, pipe) -> "ValidatedRequest":
         """A :class:`ValidatedRequest` with defaults resolved against ``pipe`` and every value
         checked (PrestoError naming the allowed range otherwise)."""
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise PrestoError("prompt must be a non-empty text, e.g. 'mellow lo-fi beat with Rhodes chords'")
-        lo, hi = LIMITS["prompt_chars"]
-        if len(self.prompt) > hi:
-            raise PrestoError(f"prompt must be {lo} to {hi} characters, got {len(self.prompt)}")
+        prompt = check_text("prompt", self.prompt, LIMITS["prompt_chars"][1],
+                            "mellow lo-fi beat with Rhodes chords")
         variant = self.variant if self.variant is not None else pipe.default_variant
-        if variant not in pipe.variants:
-            raise PrestoError(f"model variant must be one of {pipe.variant_names}, got {variant!r}")
+        check_choice("model variant", variant, pipe.variant_names)
         spec = pipe.variant_spec(variant)
         max_dur = min(LIMITS["duration"][1], pipe.max_duration)
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(GenerationRequest)}
         out.update(
-            prompt=self.prompt.strip(),
+            prompt=prompt,
             variant=variant,
             bpm=check_number("bpm", self.bpm, *LIMITS["bpm"]),
             duration=check_number("duration (seconds)", self.duration, LIMITS["duration"][0], max_dur),

@@ -294,8 +294,10 @@ def test_uploads_with_more_than_two_channels_are_refused(client, tmp_path):
             client.predict(*args, *extra, **kw, api_name=api)
     slow = tmp_path / "4k.wav"
     sf.write(slow, np.zeros(8000, dtype=np.float32), 4000)
-    with pytest.raises(Exception, match=r"init audio sample rate must be .*8000"):
-        client.predict(handle_file(str(slow)), 0.5, **QUICK, api_name="/variation")
+    for api, args in (("/variation", (handle_file(str(slow)), 0.5)), ("/export_loop", (handle_file(str(slow)),))):
+        kw, extra = (QUICK, ()) if api == "/variation" else ({}, (120, "4/4", 0, 10))
+        with pytest.raises(Exception, match=r"sample rate is 4000 Hz; use 8000 to 192000 Hz"):
+            client.predict(*args, *extra, **kw, api_name=api)
     mono = tmp_path / "mono.wav"
     sf.write(mono, 0.1 * np.sin(np.arange(3 * SR) / 10).astype(np.float32), SR)
     loop = client.predict(handle_file(str(mono)), 120, "4/4", 0, 10, api_name="/export_loop")
