@@ -61,7 +61,9 @@ def _is_file_payload(value) -> bool:
         return True
     if not isinstance(value, dict):
         return False
-    path, url = value.get("path"), value.get("url")
+    path, url, meta = value.get("path"), value.get("url"), value.get("meta")
+    if not (isinstance(meta, dict) and meta.get("_type") == "gradio.FileData"):
+        return False
     return (isinstance(path, str) and bool(path)) or (path is None and isinstance(url, str) and bool(url))
 
 
@@ -73,7 +75,7 @@ class PrestoBlocks(gr.Blocks):
             names = _input_names(block_fn)
             raise gr.Error(f"/{block_fn.api_name or block_fn.name} takes {len(names)} inputs ({', '.join(names)}), "
                            f"got {len(inputs)}; send every one (see the API page or Client.view_api())",
-                           title="Please check the request")
+                           title="Please check the request", print_exception=False)
 
     async def preprocess_data(self, block_fn, inputs, state, explicit_call: bool = False):
         self.validate_inputs(block_fn, inputs)
@@ -82,19 +84,19 @@ class PrestoBlocks(gr.Blocks):
         for i, block in enumerate(block_fn.inputs):
             if isinstance(block, (gr.File, gr.Audio)) and not _is_file_payload(inputs[i]):
                 raise gr.Error(f"{api}: '{names[i]}' must be a file, sent as gradio_client.handle_file(path) "
-                               f"(an object with a 'path' from /upload), got {shown(inputs[i])}",
-                               title="Please check the request")
+                               f"(an object with the 'path' /upload returned and meta {{'_type': 'gradio.FileData'}}), "
+                               f"got {shown(inputs[i])}", title="Please check the request", print_exception=False)
         try:
             return await super().preprocess_data(block_fn, inputs, state, explicit_call)
         except gr.Error:
             raise
         except InvalidPathError:
             raise gr.Error(f"{api}: a file input names a file this server did not receive; upload it first "
-                           "(gradio_client.handle_file does)", title="Please check the request") from None
+                           "(gradio_client.handle_file does)", title="Please check the request", print_exception=False) from None
         except Exception as e:  # noqa: BLE001 - Gradio's own conversion of a value it could not read
             raise gr.Error(f"{api}: an input could not be read ({type(e).__name__}: "
                            f"{scrub_paths(str(e)).splitlines()[0][:200]}); check each value against "
-                           "Client.view_api()", title="Please check the request") from None
+                           "Client.view_api()", title="Please check the request", print_exception=False) from None
 
 
 class UnknownApiMiddleware:
@@ -123,3 +125,13 @@ class UnknownApiMiddleware:
                         await send({"type": "http.response.body", "body": body})
                         return
         await self.app(scope, receive, send)
+
+
+async def request_shape_error(request, exc):
+    """FastAPI's 422 for a body that is not ``{"data": [...]}``, as one line saying what to send."""
+    from fastapi.responses import JSONResponse
+
+    problems = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg', '')}"
+                         for e in exc.errors()[:3])
+    return JSONResponse(status_code=422, content={
+        "detail": f"the request body must be JSON like {{\"data\": [input values in order]}} ({problems})"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from app.engine import MAX_REQUEST_S
 from app.server import MAX_SESSIONS, create_app, launch_kwargs, resolve_model
 from presto_core.errors import PrestoError
 from presto_core.generate import default_model
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting at most; more are turned away")
     p.add_argument("--max-sessions", type=int, default=MAX_SESSIONS,
                    help="browser/API sessions whose page state is kept (about 0.4 MB each; the oldest are dropped)")
+    p.add_argument("--max-request-seconds", type=float, default=MAX_REQUEST_S,
+                   help="refuse a request expected to run longer than this on the device (default 600)")
     p.add_argument("--no-calibrate", action="store_true", help="skip the warm-up that predicts latency")
     return p
 
@@ -39,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         model = resolve_model(args.model, default_model())
         kwargs = launch_kwargs(args.host, args.port, args.share, args.max_sessions)
         demo, _ = create_app(model, device=args.device, precision=args.precision, concurrency=args.concurrency,
-                             max_queue=args.max_queue, calibrate=not args.no_calibrate)
+                             max_queue=args.max_queue, calibrate=not args.no_calibrate,
+                             max_request_s=args.max_request_seconds)
     except PrestoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

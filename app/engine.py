@@ -36,7 +36,8 @@ QUALITY = {
     "best": (2.0, (0, 0, 0, 0, 0)),
 }
 CUSTOM = "custom"
-_LEARN_RATE = 0.3  # weight of the newest generation in the running latency correction
+_LEARN_RATE = 0.3
+MAX_REQUEST_S = 600.0  # default cap on one request's expected run time on this device  # weight of the newest generation in the running latency correction
 
 
 @dataclass
@@ -85,8 +86,11 @@ class GenFit:
 class Engine:
     """Owns the pipeline (loaded once, built in app.main) and serialises access to it."""
 
-    def __init__(self, pipe: PrestoPipeline):
+    def __init__(self, pipe: PrestoPipeline, max_request_s: float = MAX_REQUEST_S):
+        if not (isinstance(max_request_s, (int, float)) and max_request_s > 0):
+            raise PrestoError(f"--max-request-seconds must be a number > 0, got {max_request_s!r}")
         self.pipe = pipe
+        self.max_request_s = float(max_request_s)
         self._lock = threading.Lock()
         self.fits: dict[str, dict[str, Fit]] = {}
         self.calibration_s = 0.0
@@ -188,6 +192,22 @@ class Engine:
         sec = self._model_seconds(req)
         return None if sec is None else sec * self.correction
 
+    def check_work(self, reqs: list[ValidatedRequest]) -> None:
+        """PrestoError when requests served as one (a sweep, an A/B pair) are expected to run longer
+        than ``max_request_s`` here (memory is bounded by the pipeline's chunked decoding; time is
+        what a large request costs). Nothing is refused before calibration."""
+        times = [self.estimate(r) for r in reqs]
+        if any(t is None for t in times):
+            return
+        total = sum(times)
+        if total > self.max_request_s:
+            r = reqs[0]
+            raise PrestoError(
+                f"this request would take about {total:.0f} s on {self.device} ({len(reqs)} x {r.candidates} "
+                f"candidate(s) of {r.duration:g} s at {r.steps} steps); this server runs at most "
+                f"{self.max_request_s:.0f} s per request: lower the clips, the rejection ratio, the steps or "
+                "the duration")
+
     def _learn(self, req: ValidatedRequest, seconds: float) -> None:
         predicted = self._model_seconds(req)
         if predicted and predicted > 0 and seconds > 0:
@@ -202,6 +222,7 @@ class Engine:
             raise TypeError(f"Engine.generate takes a ValidatedRequest (Engine.validate), got {type(req).__name__}")
         with self._lock:
             result = self.pipe.generate(req, progress=progress)
+        result.settings["model"] = self.model_name  # clips carry no server path
         self._learn(req, result.timings.get("total", 0.0))
         return result
 

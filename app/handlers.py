@@ -52,9 +52,9 @@ def guarded(fn=None, *, failed: str = "Generation failed"):
         except gr.Error:
             raise
         except JobCancelled as e:
-            raise gr.Error(str(e), title="Cancelled") from None
+            raise gr.Error(str(e), title="Cancelled", print_exception=False) from None
         except PrestoError as e:
-            raise gr.Error(scrub_paths(str(e)), title="Please check the settings") from None
+            raise gr.Error(scrub_paths(str(e)), title="Please check the settings", print_exception=False) from None
         except Exception as e:  # noqa: BLE001 - the server must outlive any one request
             log.exception("request failed")
             if type(e).__name__ == "OutOfMemoryError" or isinstance(e, MemoryError):
@@ -114,6 +114,10 @@ def _progress_fn(progress, lo: float = 0.0, hi: float = 1.0, label: str = ""):
     """Map the pipeline's (stage, i, n) callback onto gr.Progress over [lo, hi]."""
 
     def cb(stage, i, n):
+        # Called between sampler steps and stages: a job cancelled or abandoned by its page stops
+        # here and frees the model for the next request, instead of running to the end unseen.
+        if not job_alive():
+            raise JobCancelled("the request was cancelled or its page was closed; nothing was written")
         a, b = _STAGE_SPAN.get(stage, (0.97, 1.0))
         frac = a + (b - a) * (i / n if n else 0.0)
         desc = f"{label}{stage}" + (f" step {i}/{n}" if stage == "generation" else "")
@@ -204,6 +208,7 @@ class Handlers:
         return self._run(req, c.time_signature, "variation", progress)
 
     def _run(self, req, time_signature, kind, progress):
+        self.engine.check_work([req])
         expected = self.engine.estimate(req)
         progress(0.0, desc="waiting for the model")
         result = self.engine.generate(req, progress=_progress_fn(progress))
@@ -224,6 +229,7 @@ class Handlers:
         seed = secrets.randbelow(LIMITS["seed"][1]) if seed is None else seed
         c = Controls.from_inputs(locals(), rho=7.0, reject_ratio=0.0, num_clips=1)
         reqs = [self.request(dataclasses.replace(c, rho=r)) for r in rhos]
+        self.engine.check_work(reqs)
         base = reqs[0]
         note = None
         if base.steps <= 2:
@@ -258,11 +264,13 @@ class Handlers:
         seed = parse_seed(seed)
         seed = secrets.randbelow(LIMITS["seed"][1]) if seed is None else seed
         c = Controls.from_inputs(locals(), variant=None, reject_ratio=0.0, num_clips=1, drop_schedule=None)
+        reqs = {side: self.request(dataclasses.replace(c, variant=v, steps=None if own_steps else c.steps))
+                for side, v in (("A", variant_a), ("B", variant_b))}
+        self.engine.check_work(list(reqs.values()))
         run = self.store.new_run("ab")
         entries, rows = [], {}
         for k, (side, v) in enumerate((("A", variant_a), ("B", variant_b))):
-            self.engine.spec(v)  # a clear error for an unknown variant
-            req = self.request(dataclasses.replace(c, variant=v, steps=None if own_steps else c.steps))
+            req = reqs[side]
             result = self.engine.generate(req, progress=_progress_fn(progress, k / 2, (k + 1) / 2, f"{side}: "))
             (entry,) = R.write_result(run, result, c.time_signature, prefix=f"{side}_{v}", extra={"ab_side": side})
             title = f"{side}: {self.engine.label(v)} · {req.steps} steps"
@@ -319,6 +327,10 @@ class Handlers:
             return f"⚠️ {type(e).__name__}: {e}"
         sec = self.engine.estimate(req)
         cost = self.engine.cost(req)
+        try:
+            self.engine.check_work([req])
+        except PrestoError as e:
+            return f"⚠️ {e}"
         dur = f"{req.duration:g} s" if c.duration_mode == "seconds" else \
             f"{int(c.bars)} bars of {c.time_signature} = {req.duration:.2f} s"
         if sec is None:

@@ -10,13 +10,14 @@ import tempfile
 from pathlib import Path
 
 import gradio as gr
+from fastapi.exceptions import RequestValidationError
 from starlette.middleware import Middleware
 
 from presto_core.errors import PrestoError
 from presto_core.pipeline import PrestoPipeline
 
-from app.api_guard import UnknownApiMiddleware
-from app.engine import Engine
+from app.api_guard import UnknownApiMiddleware, request_shape_error
+from app.engine import MAX_REQUEST_S, Engine
 from app.handlers import Handlers
 from app.results import RunStore
 from app.ui import CSS, build_ui
@@ -35,14 +36,14 @@ def resolve_model(model: str | None, default: Path) -> str:
 
 def create_app(model: str, device: str = "auto", precision: str = "auto", concurrency: int = 1,
                max_queue: int = 64, calibrate: bool = True, out_dir: str | None = None, log=print,
-               calibration: dict | None = None):
+               calibration: dict | None = None, max_request_s: float = MAX_REQUEST_S):
     """(demo, engine): the pipeline is loaded here and closed over by the handlers.
     ``calibration`` passes keyword arguments to Engine.calibrate (durations, repeats)."""
     if not isinstance(concurrency, int) or concurrency < 1:
         raise PrestoError(f"--concurrency must be an integer >= 1, got {concurrency!r}")
     pipe = PrestoPipeline.from_pretrained(model, device=device, precision=precision)
     log(f"loaded {model} on {pipe.device}: variants {pipe.variant_names}, CLAP {'yes' if pipe.clap else 'no'}")
-    engine = Engine(pipe)
+    engine = Engine(pipe, max_request_s=max_request_s)
     if calibrate:
         engine.calibrate(log=log, **(calibration or {}))
     store = RunStore(out_dir or tempfile.mkdtemp(prefix="presto-app-"))
@@ -77,4 +78,5 @@ def launch_kwargs(host: str, port: int | None, share: bool = False, max_sessions
                            font_mono=["ui-monospace", "monospace"])
     return dict(server_name=host, server_port=port, share=share, theme=theme, css=CSS, show_error=True,
                 footer_links=["api"], max_file_size=MAX_UPLOAD, state_session_capacity=max_sessions,
-                app_kwargs={"middleware": [Middleware(UnknownApiMiddleware)]})
+                app_kwargs={"middleware": [Middleware(UnknownApiMiddleware)],
+                            "exception_handlers": {RequestValidationError: request_shape_error}})

@@ -123,20 +123,20 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                         with gr.Row():
                             bpm = Slider(*LIMITS["bpm"], value=examples[0][1] if examples else 120.0, step=1,
                                          label="BPM", elem_id="bpm")
-                            time_sig = gr.Dropdown(list(TIME_SIGNATURES), value="4/4", label="Time signature",
-                                                   min_width=100)
+                            time_sig = _unchecked(gr.Dropdown(list(TIME_SIGNATURES), value="4/4", label="Time signature",
+                                                   min_width=100))
                         if examples:
                             gr.Examples(examples, inputs=[prompt, bpm], label="Example prompts")
                         with gr.Row():
-                            dur_mode = gr.Radio(["seconds", "bars"], value="seconds", label="Length in",
-                                                min_width=140)
+                            dur_mode = _unchecked(gr.Radio(["seconds", "bars"], value="seconds", label="Length in",
+                                                min_width=140))
                             duration = Slider(LIMITS["duration"][0], max_dur, value=min(10.0, max_dur), step=0.5,
                                               label=f"Duration (s, up to {max_dur:g})", elem_id="duration")
                             bars = Slider(1, MAX_BARS, value=4, step=1, label="Bars", visible=False)
-                        variant = gr.Radio(engine.choices(), value=default_v, label="Model",
-                                           visible=len(engine.variants) > 1, elem_id="variant")
-                        quality = gr.Radio([*QUALITY, CUSTOM], value="balanced", label="Speed ↔ quality",
-                                           info="steps and layer budget together")
+                        variant = _unchecked(gr.Radio(engine.choices(), value=default_v, label="Model",
+                                           visible=len(engine.variants) > 1, elem_id="variant"))
+                        quality = _unchecked(gr.Radio([*QUALITY, CUSTOM], value="balanced", label="Speed ↔ quality",
+                                           info="steps and layer budget together"))
                         with gr.Row():
                             num_clips = Slider(*LIMITS["num_clips"], value=2, step=1, label="Clips", scale=3)
                             stereo = gr.Checkbox(value=has_stereo, label="Stereo", interactive=has_stereo, scale=1,
@@ -171,6 +171,7 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                             settings_json = gr.JSON(label="Settings read from the WAV", visible=False)
                         with gr.Row():
                             gen_btn = gr.Button("Generate", variant="primary", scale=2, elem_id="generate-btn")
+                            stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="stop-btn")
                             eta = gr.Markdown("", label="expected latency", elem_classes="presto-eta", elem_id="eta")
                         with gr.Accordion("Variation from audio", open=False) as var_acc:
                             var_audio = gr.Audio(label="Source clip (upload, or press 'Vary' under a result)",
@@ -231,8 +232,8 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                             "one clip each.")
                 names = engine.variants
                 with gr.Row():
-                    ab_a = gr.Dropdown(engine.choices(), value=names[-1], label="A")
-                    ab_b = gr.Dropdown(engine.choices(), value=names[0], label="B")
+                    ab_a = _unchecked(gr.Dropdown(engine.choices(), value=names[-1], label="A"))
+                    ab_b = _unchecked(gr.Dropdown(engine.choices(), value=names[0], label="B"))
                     own_steps = gr.Checkbox(value=True, label="each at its own default steps")
                     ab_btn = gr.Button("Compare", variant="primary", elem_id="ab-btn")
                 ab_out = []
@@ -269,6 +270,9 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                                          steps, rho, seed, stereo], [ab_state, ab_files, ab_rep], api_name="ab_compare",
                           **gpu)
         ab.success(lambda r: _slot_updates(r, 2, False), ab_state, ab_out, api_visibility="private", **cheap)
+        # Stop: Gradio cancels the running job; the handler notices between sampler steps and frees
+        # the model (app/api_guard.job_alive). gradio_client's Job.cancel() posts to this too.
+        stop_btn.click(None, None, None, cancels=[gen, var, sweep, ab], api_visibility="private", **cheap)
         loop_btn.click(h.export_loop, [loop_clip, bpm, time_sig, loop_bars, loop_xf], loop_file,
                        api_name="export_loop", concurrency_limit=LOOP_CONCURRENCY)
 

@@ -30,6 +30,9 @@ from presto_core.request import GenerationRequest, ValidatedRequest, VariantSpec
 from presto_core.samplers import batched_guidance, call_sigmas, get_sampler
 from presto_core.text import load_text_encoder
 
+# Audio decoded (and CLAP-scored) per call, in seconds: bounds memory whatever the candidate count.
+CHUNK_SECONDS = 64.0
+
 Progress = Callable[[str, int, int], None]
 
 
@@ -347,19 +350,28 @@ class PrestoPipeline:
         self._sync()
         timings["generation"] = time.perf_counter() - t1
 
+        # Decoding and scoring go a few candidates at a time: the decoder's activations for 32
+        # candidates of 32 s at once would need about 10 GB, a chunk needs a fixed amount.
         t2 = time.perf_counter()
-        progress("decoding", 0, 1)
-        with self._autocast():
-            audio = self.vae.decode_latents(z.float()).float()[:, 0, :n_samples]
-        audio = audio.clamp(-1.0, 1.0)
+        chunk = max(1, int(CHUNK_SECONDS // req.duration))
+        parts = []
+        for k in range(0, n_cand, chunk):
+            progress("decoding", k, n_cand)
+            with self._autocast():
+                parts.append(self.vae.decode_latents(z[k:k + chunk].float()).float()[:, 0, :n_samples].clamp(-1.0, 1.0))
+        audio = torch.cat(parts)
+        del parts
         self._sync()
         timings["decoding"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
         scores = None
         if self.clap is not None:
-            progress("clap", 0, 1)
-            scores = self.clap.score([req.prompt] * n_cand, audio, sr).float().cpu()
+            chunks = []
+            for k in range(0, n_cand, chunk):
+                progress("clap", k, n_cand)
+                chunks.append(self.clap.score([req.prompt], audio[k:k + chunk], sr).float().cpu())
+            scores = torch.cat(chunks)
             order = select_best(scores, req.num_clips).tolist()
         else:
             order = list(range(req.num_clips))
