@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import re
 
 import gradio as gr
@@ -16,6 +17,7 @@ from gradio.exceptions import InvalidPathError
 
 from presto_core.errors import PrestoError, shown
 
+log = logging.getLogger("presto.app")
 _API_PREFIX = "/gradio_api"
 # POST/GET routes that take an API name: /call/{name}, /call/v2/{name}, /call/{name}/{event}, /run|api/{name}
 _NAMED_ROUTE = re.compile(r"^/(?:call/v2|call|run|api)/([^/]+)/?(?:[^/]+/?)?$")
@@ -61,10 +63,15 @@ def _is_file_payload(value) -> bool:
         return True
     if not isinstance(value, dict):
         return False
-    path, url, meta = value.get("path"), value.get("url"), value.get("meta")
-    if not (isinstance(meta, dict) and meta.get("_type") == "gradio.FileData"):
-        return False
-    return (isinstance(path, str) and bool(path)) or (path is None and isinstance(url, str) and bool(url))
+    path, meta = value.get("path"), value.get("meta")
+    return isinstance(meta, dict) and meta.get("_type") == "gradio.FileData" and isinstance(path, str) and bool(path)
+
+
+def _described(value) -> str:
+    """What a bad file payload was, without echoing the paths it names."""
+    if isinstance(value, dict):
+        return f"an object with keys {sorted(map(str, value))[:6]}"
+    return f"{type(value).__name__} {shown(value, 40)}" if not isinstance(value, str) else f"the text {shown(value, 40)}"
 
 
 class PrestoBlocks(gr.Blocks):
@@ -85,7 +92,7 @@ class PrestoBlocks(gr.Blocks):
             if isinstance(block, (gr.File, gr.Audio)) and not _is_file_payload(inputs[i]):
                 raise gr.Error(f"{api}: '{names[i]}' must be a file, sent as gradio_client.handle_file(path) "
                                f"(an object with the 'path' /upload returned and meta {{'_type': 'gradio.FileData'}}), "
-                               f"got {shown(inputs[i])}", title="Please check the request", print_exception=False)
+                               f"got {_described(inputs[i])}", title="Please check the request", print_exception=False)
         try:
             return await super().preprocess_data(block_fn, inputs, state, explicit_call)
         except gr.Error:
@@ -94,9 +101,9 @@ class PrestoBlocks(gr.Blocks):
             raise gr.Error(f"{api}: a file input names a file this server did not receive; upload it first "
                            "(gradio_client.handle_file does)", title="Please check the request", print_exception=False) from None
         except Exception as e:  # noqa: BLE001 - Gradio's own conversion of a value it could not read
-            raise gr.Error(f"{api}: an input could not be read ({type(e).__name__}: "
-                           f"{scrub_paths(str(e)).splitlines()[0][:200]}); check each value against "
-                           "Client.view_api()", title="Please check the request", print_exception=False) from None
+            log.info("%s: input not readable: %s", api, e)
+            raise gr.Error(f"{api}: an input has the wrong shape or type for its control; check each value "
+                           "against Client.view_api()", title="Please check the request", print_exception=False) from None
 
 
 class UnknownApiMiddleware:

@@ -6,7 +6,7 @@ Latency model, per variant and stage, over the work the pipeline reports for a r
   text: a constant; generation: per_call * denoiser calls + per_gflop * DiT FLOPs, the FLOPs
   counted from the DiT's shape, the blocks that run at each call's sigma (drop schedule), the
   candidates and the latent frames (attention grows with frames^2); decoding: a + b * frames x
-  candidates; CLAP: a + b * seconds of audio x candidates. Two warm-up generations per variant at
+  candidates; CLAP: a + b * seconds of audio x candidates. Three warm-up generations per variant at
   start-up fit the coefficients on the current device; every generation served then nudges a
   common correction factor (load from other processes moves all stages alike).
 """
@@ -16,8 +16,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from presto_core.budget import D3
 from presto_core.errors import PrestoError, check_choice
@@ -37,7 +39,30 @@ QUALITY = {
 }
 CUSTOM = "custom"
 _LEARN_RATE = 0.3
-MAX_REQUEST_S = 600.0  # default cap on one request's expected run time on this device  # weight of the newest generation in the running latency correction
+MAX_REQUEST_S = 600.0
+CALIBRATION_BATCH = 8  # clips in the calibration's large-batch run  # default cap on one request's expected run time on this device  # weight of the newest generation in the running latency correction
+
+
+def _nonneg_fit(rows: list[tuple[float, float]], times: list[float]) -> tuple[float, float]:
+    """Coefficients (u, v) >= 0 of t = u * x + v * y through the points, least squares in relative
+    error (a 0.1 s run and a 100 s run count alike). Falls back to the better one-term fit when
+    the two-term solution has a negative coefficient (noisy timings)."""
+    x = np.array(rows, dtype=np.float64)
+    t = np.array(times, dtype=np.float64)
+    w = 1.0 / np.maximum(t, 1e-6)
+    cands = []
+    sol, *_ = np.linalg.lstsq(x * w[:, None], t * w, rcond=None)
+    if (sol >= 0).all():
+        cands.append((float(sol[0]), float(sol[1])))
+    for j in (0, 1):
+        col = x[:, j] * w
+        k = float(col @ (t * w) / (col @ col)) if col @ col > 0 else 0.0
+        cands.append((max(k, 0.0), 0.0) if j == 0 else (0.0, max(k, 0.0)))
+
+    def err(c):
+        return float((((x @ np.array(c)) - t) * w) @ (((x @ np.array(c)) - t) * w))
+
+    return min(cands, key=err)
 
 
 @dataclass
@@ -49,13 +74,10 @@ class Fit:
         return max(self.a + self.b * work, 0.0)
 
     @staticmethod
-    def from_points(p1: tuple[float, float], p2: tuple[float, float]) -> "Fit":
-        (w1, t1), (w2, t2) = p1, p2
-        if w2 > w1 and t2 > t1:
-            b = (t2 - t1) / (w2 - w1)
-            return Fit(max(t1 - b * w1, 0.0), b)
-        # Noisy timings: proportional to the larger run, which warm-up effects distort least.
-        return Fit(0.0, (t2 / w2) if w2 > 0 else 0.0)
+    def from_points(points: list[tuple[float, float]]) -> "Fit":
+        """a + b * work through (work, seconds) points, a, b >= 0."""
+        a, b = _nonneg_fit([(1.0, w) for w, _ in points], [t for _, t in points])
+        return Fit(a, b)
 
 
 class GenFit:
@@ -71,16 +93,10 @@ class GenFit:
         return f"GenFit(per_call={self.per_call:.3g}, per_gflop={self.per_gflop:.3g})"
 
     @staticmethod
-    def from_points(w1: dict, t1: float, w2: dict, t2: float) -> "GenFit":
-        """Solve through two timings; when the noise gives no non-negative solution, charge
-        everything to FLOPs at the larger run (least distorted by warm-up)."""
-        c1, f1, c2, f2 = w1["gen_calls"], w1["gen_gflop"], w2["gen_calls"], w2["gen_gflop"]
-        det = c1 * f2 - c2 * f1
-        if abs(det) > 1e-12:
-            per_call, per_gflop = (t1 * f2 - t2 * f1) / det, (c1 * t2 - c2 * t1) / det
-            if per_call >= 0 and per_gflop >= 0:
-                return GenFit(per_call, per_gflop)
-        return GenFit(0.0, t2 / f2 if f2 > 0 else 0.0)
+    def from_points(points: list[tuple[dict, float]]) -> "GenFit":
+        """Fit through (work, seconds) points; the calibration's points differ in steps, length
+        and candidates, so per-call overhead and per-FLOP cost separate."""
+        return GenFit(*_nonneg_fit([(w["gen_calls"], w["gen_gflop"]) for w, _ in points], [t for _, t in points]))
 
 
 class Engine:
@@ -156,23 +172,23 @@ class Engine:
 
     # -- calibration and estimates ----------------------------------------------------------
     def calibrate(self, log=print, durations: tuple[float, float] = (2.0, 8.0), repeats: int = 2) -> None:
-        """Warm up, then time two generations per variant (1 step at a short duration, 2 steps at
-        a longer one; the fastest of ``repeats`` runs each, as other load only slows runs down) to
-        fit the latency model."""
+        """Warm up, then time three generations per variant: 1 step at a short duration, 2 steps at
+        a longer one (the fastest of ``repeats`` runs each, as other load only slows runs down) and
+        one of CALIBRATION_BATCH clips at the longer duration, so that the fit holds at large
+        batches as well as for one clip."""
         t0 = time.perf_counter()
         self.generate(self.validate(GenerationRequest(prompt="warm-up", duration=1.0, steps=1, seed=0)))
         lo, hi = (min(d, self.pipe.max_duration) for d in durations)
         for v in self.variants:
             pts = []
-            for steps, dur in ((1, lo), (2, hi)):
-                req = self.validate(GenerationRequest(prompt="warm-up", duration=dur, steps=steps, seed=0, variant=v))
-                runs = [self.generate(req).timings for _ in range(max(1, repeats))]
+            for steps, dur, clips, reps in ((1, lo, 1, repeats), (2, hi, 1, repeats), (1, hi, CALIBRATION_BATCH, 1)):
+                req = self.validate(GenerationRequest(prompt="warm-up", duration=dur, steps=steps, seed=0, variant=v,
+                                                      num_clips=clips))
+                runs = [self.generate(req).timings for _ in range(max(1, reps))]
                 pts.append((self._work(req), {k: min(r.get(k, 0.0) for r in runs) for k in runs[0]}))
-            (w1, t1), (w2, t2) = pts
-            fits = {k: Fit.from_points((w1[k], t1.get(k, 0.0)), (w2[k], t2.get(k, 0.0)))
-                    for k in ("decoding", "clap", "stereo")}
-            fits["text"] = Fit(min(t1["text"], t2["text"]), 0.0)
-            fits["generation"] = GenFit.from_points(w1, t1["generation"], w2, t2["generation"])
+            fits = {k: Fit.from_points([(w[k], t.get(k, 0.0)) for w, t in pts]) for k in ("decoding", "clap", "stereo")}
+            fits["text"] = Fit(min(t["text"] for _, t in pts), 0.0)
+            fits["generation"] = GenFit.from_points([(w, t["generation"]) for w, t in pts])
             self.fits[v] = fits
         self.calibration_s = time.perf_counter() - t0
         self.correction = 1.0

@@ -152,7 +152,7 @@ class MiniLMTextEncoder(_HFTextEncoder):
     def _load_model(self):
         from transformers import AutoModel  # heavy optional dependency (~1 s), loaded with the model
 
-        return AutoModel.from_pretrained(str(self.folder), dtype=torch.float32)
+        return AutoModel.from_pretrained(str(self.folder), dtype=torch.float32, use_safetensors=True)
 
     def spec(self) -> dict:
         return {"kind": "minilm", "max_tokens": self.max_tokens}
@@ -206,7 +206,11 @@ class T5TextEncoder(_HFTextEncoder):
     def _load_model(self):
         from transformers import T5EncoderModel  # heavy optional dependency (~3 s; only the optional T5 encoder)
 
-        return T5EncoderModel.from_pretrained(str(self.folder), dtype=torch.float32)
+        if not any(self.folder.glob("*.safetensors")):
+            raise PrestoError(f"the T5 folder {self.folder.name} has no .safetensors weights; only safetensors are "
+                              "loaded (a pickled pytorch_model.bin can run code), convert it with "
+                              "`T5EncoderModel.from_pretrained(...).save_pretrained(dir, safe_serialization=True)`")
+        return T5EncoderModel.from_pretrained(str(self.folder), dtype=torch.float32, use_safetensors=True)
 
     def spec(self) -> dict:
         return {"kind": "t5", "path": self.path_or_id, "max_tokens": self.max_tokens}

@@ -6,6 +6,7 @@ message while the server keeps answering. Plus unit checks of the app's music/an
 import math
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -361,6 +362,76 @@ def test_unexpected_failure_is_reported_and_server_survives(server, client, monk
 
 
 @pytest.mark.slow
+def test_stop_cancels_a_running_job_between_sampler_steps(server, client, monkeypatch):
+    """Job.cancel() (the page's Stop button) stops the job at its next step and frees the model."""
+    _, engine = server
+    calls, started = [], threading.Event()
+    real = engine.pipe.generate
+
+    def spy(req, progress=None, **kw):
+        rec = {"steps": 0, "error": None, "wanted": req.steps}
+        calls.append(rec)
+
+        def p(stage, i, n):
+            if stage == "generation":
+                rec["steps"] = i
+                if i >= 2:
+                    started.set()
+            progress(stage, i, n)
+
+        try:
+            return real(req, progress=p, **kw)
+        except BaseException as e:
+            rec["error"] = type(e).__name__
+            raise
+
+    monkeypatch.setattr(engine.pipe, "generate", spy)
+    job = client.submit(**{**QUICK, "steps": 100, "duration": 32.0, "num_clips": 4, "reject_ratio": 0.75},
+                        api_name="/generate")
+    assert started.wait(120)
+    job.cancel()
+    files, _, _ = gen(client)  # served once the cancelled job has let go of the model
+    assert len(files) == 1
+    assert calls[0]["error"] == "JobCancelled" and calls[0]["steps"] < calls[0]["wanted"] == 100
+    assert calls[-1]["error"] is None
+
+
+def test_work_over_the_time_cap_is_refused_with_the_estimate(server, client, monkeypatch):
+    _, engine = server
+    monkeypatch.setattr(engine, "max_request_s", 1e-6)
+    with pytest.raises(Exception, match=r"would take about .* this server runs at most"):
+        gen(client)
+    assert "this server runs at most" in client.predict(**QUICK, api_name="/estimate")
+
+
+def test_unknown_api_is_404_and_info_shows_no_server_path(server, client, model_dir):
+    import httpx
+
+    r = httpx.post(f"{server[0]}gradio_api/call/nope", json={"data": []})
+    assert r.status_code == 404 and "/generate" in r.json()["detail"]
+    info = client.predict(api_name="/info")
+    assert info["model"] == Path(model_dir).name
+
+
+def test_scratch_run_folder_is_removed_when_the_server_closes(model_dir, monkeypatch):
+    import tempfile
+
+    import app.server
+
+    made, real = [], tempfile.mkdtemp
+
+    def mkdtemp(**kw):
+        made.append(Path(real(**kw)))
+        return str(made[-1])
+
+    monkeypatch.setattr(app.server.tempfile, "mkdtemp", mkdtemp)
+    with serve(model_dir, calibrate=False) as (url, demo, engine):
+        Client(url, verbose=False).predict(**QUICK, api_name="/generate")
+        (root,) = made
+        assert root.name.startswith("presto-app-") and any(root.iterdir())  # the run was written there
+    assert not root.exists()
+
+
 def test_missing_default_model_is_one_clear_line(tmp_path):
     with pytest.raises(PrestoError, match="pass --model"):
         resolve_model(None, tmp_path / "presto-default")

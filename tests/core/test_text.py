@@ -105,6 +105,22 @@ def test_t5_local_folder(t5_folder):
     torch.testing.assert_close(again.encode(["jazz"])[0], emb[:1, : int(mask[0].sum())], atol=1e-5, rtol=1e-5)
 
 
+def test_t5_folder_with_pickled_weights_only_is_refused(t5_folder, tmp_path):
+    import shutil
+
+    from transformers import T5EncoderModel
+
+    from presto_core.errors import PrestoError
+
+    folder = tmp_path / "t5-bin"
+    shutil.copytree(t5_folder, folder)
+    (folder / "model.safetensors").unlink()
+    torch.save(T5EncoderModel.from_pretrained(str(t5_folder)).state_dict(), folder / "pytorch_model.bin")
+    assert (folder / "pytorch_model.bin").is_file() and not list(folder.glob("*.safetensors"))
+    with pytest.raises(PrestoError, match="no .safetensors weights"):
+        T5TextEncoder(str(folder)).encode(["jazz"])
+
+
 def test_t5_from_hub_cache_offline(t5_folder, tmp_path):
     """A hub id resolves from a cache laid out like HF_HOME/hub with no network."""
     rev = "0123456789abcdef0123456789abcdef01234567"
