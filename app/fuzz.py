@@ -15,6 +15,7 @@ import argparse
 import json
 import random
 import re
+import resource
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import soundfile as sf
+from gradio_client import Client
+
+from app.testing import serve
+from presto_core.generate import default_model
 
 API = "gradio_api"
 SR = 16000
@@ -255,17 +260,10 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gradio_client import Client
-
-    from app.testing import serve
-    from presto_core.generate import default_model
-
     p = argparse.ArgumentParser(prog="python -m app.fuzz", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="model folder (default: the embedded model)")
     p.add_argument("--num", type=int, default=2000)

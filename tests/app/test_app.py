@@ -339,7 +339,7 @@ def test_settings_from_wav(client, tmp_path):
     (dict(drop_schedule="40, 0, 0, 0, 0"), "drop schedule entries must be in"),
     (dict(variant="base", drop_schedule="14, 12, 8, 4, 0"), "has no layer-budget conditioning"),
     (dict(duration_mode="bars", bars=40, bpm=60), "use at most 8 bars at this tempo"),
-    (dict(variant="nope"), "not in the list of choices"),
+    (dict(variant="nope"), r"model variant must be one of \[.*\], got .nope."),
 ])
 def test_bad_input_gives_clear_error_and_server_survives(client, kw, message):
     with pytest.raises(Exception, match=message):
