@@ -40,7 +40,7 @@ QUALITY = {
 CUSTOM = "custom"
 _LEARN_RATE = 0.3
 MAX_REQUEST_S = 600.0
-CALIBRATION_BATCH = 8  # clips in the calibration's large-batch run  # default cap on one request's expected run time on this device  # weight of the newest generation in the running latency correction
+CALIBRATION_BATCH = 4  # clips in the calibration's large-batch run (at 4x the longer duration)  # default cap on one request's expected run time on this device  # weight of the newest generation in the running latency correction
 
 
 def _nonneg_fit(rows: list[tuple[float, float]], times: list[float]) -> tuple[float, float]:
@@ -174,14 +174,15 @@ class Engine:
     def calibrate(self, log=print, durations: tuple[float, float] = (2.0, 8.0), repeats: int = 2) -> None:
         """Warm up, then time three generations per variant: 1 step at a short duration, 2 steps at
         a longer one (the fastest of ``repeats`` runs each, as other load only slows runs down) and
-        one of CALIBRATION_BATCH clips at the longer duration, so that the fit holds at large
-        batches as well as for one clip."""
+        one of CALIBRATION_BATCH clips at four times the longer duration (at most the model's
+        maximum), so that the fit holds for many long candidates as well as for one clip."""
         t0 = time.perf_counter()
         self.generate(self.validate(GenerationRequest(prompt="warm-up", duration=1.0, steps=1, seed=0)))
         lo, hi = (min(d, self.pipe.max_duration) for d in durations)
+        long = min(4 * hi, self.pipe.max_duration)  # long clips cost more per FLOP at a large batch
         for v in self.variants:
             pts = []
-            for steps, dur, clips, reps in ((1, lo, 1, repeats), (2, hi, 1, repeats), (1, hi, CALIBRATION_BATCH, 1)):
+            for steps, dur, clips, reps in ((1, lo, 1, repeats), (2, hi, 1, repeats), (1, long, CALIBRATION_BATCH, 1)):
                 req = self.validate(GenerationRequest(prompt="warm-up", duration=dur, steps=steps, seed=0, variant=v,
                                                       num_clips=clips))
                 runs = [self.generate(req).timings for _ in range(max(1, reps))]
