@@ -87,10 +87,9 @@ class PrestoBlocks(gr.Blocks):
     async def preprocess_data(self, block_fn, inputs, state, explicit_call: bool = False):
         self.validate_inputs(block_fn, inputs)
         api = f"/{block_fn.api_name or block_fn.name}"
-        names = _input_names(block_fn)
         for i, block in enumerate(block_fn.inputs):
             if isinstance(block, (gr.File, gr.Audio)) and not _is_file_payload(inputs[i]):
-                raise gr.Error(f"{api}: '{names[i]}' must be a file, sent as gradio_client.handle_file(path) "
+                raise gr.Error(f"{api}: '{_input_names(block_fn)[i]}' must be a file, sent as gradio_client.handle_file(path) "
                                f"(an object with the 'path' /upload returned and meta {{'_type': 'gradio.FileData'}}), "
                                f"got {_described(inputs[i])}", title="Please check the request", print_exception=False)
         try:

@@ -38,9 +38,9 @@ QUALITY = {
     "best": (2.0, (0, 0, 0, 0, 0)),
 }
 CUSTOM = "custom"
-_LEARN_RATE = 0.3
-MAX_REQUEST_S = 600.0
-CALIBRATION_BATCH = 4  # clips in the calibration's large-batch run (at 4x the longer duration)  # default cap on one request's expected run time on this device  # weight of the newest generation in the running latency correction
+_LEARN_RATE = 0.3  # weight of the newest generation in the running latency correction
+MAX_REQUEST_S = 600.0  # default cap on one request's expected run time on this device
+CALIBRATION_BATCH = 4  # clips in the calibration's large-batch run (at 4x the longer duration)
 
 
 def _nonneg_fit(rows: list[tuple[float, float]], times: list[float]) -> tuple[float, float]:
@@ -209,13 +209,14 @@ class Engine:
         sec = self._model_seconds(req)
         return None if sec is None else sec * self.correction
 
-    def check_work(self, reqs: list[ValidatedRequest]) -> None:
-        """PrestoError when requests served as one (a sweep, an A/B pair) are expected to run longer
-        than ``max_request_s`` here (memory is bounded by the pipeline's chunked decoding; time is
-        what a large request costs). Nothing is refused before calibration."""
+    def check_work(self, reqs: list[ValidatedRequest]) -> list[float | None]:
+        """The expected seconds of each request (:meth:`estimate`); PrestoError when requests
+        served as one (a sweep, an A/B pair) are expected to run longer than ``max_request_s``
+        here (memory is bounded by the pipeline's chunked decoding; time is what a large request
+        costs). Nothing is refused before calibration."""
         times = [self.estimate(r) for r in reqs]
         if any(t is None for t in times):
-            return
+            return times
         total = sum(times)
         if total > self.max_request_s:
             r = reqs[0]
@@ -224,6 +225,7 @@ class Engine:
                 f"candidate(s) of {r.duration:g} s at {r.steps} steps); this server runs at most "
                 f"{self.max_request_s:.0f} s per request: lower the clips, the rejection ratio, the steps or "
                 "the duration")
+        return times
 
     def _learn(self, req: ValidatedRequest, seconds: float) -> None:
         predicted = self._model_seconds(req)

@@ -105,7 +105,7 @@ def parse_drop_schedule(text):
         vals = [float(v) for v in items if not (isinstance(v, str) and not v.strip())]
     except (TypeError, ValueError):
         raise PrestoError(message) from None
-    if len(vals) != 5 or any(isinstance(v, bool) or not v.is_integer() for v in vals):
+    if len(vals) != 5 or any(not v.is_integer() for v in vals):
         raise PrestoError(message)
     return tuple(int(v) for v in vals)
 
@@ -208,8 +208,7 @@ class Handlers:
         return self._run(req, c.time_signature, "variation", progress)
 
     def _run(self, req, time_signature, kind, progress):
-        self.engine.check_work([req])
-        expected = self.engine.estimate(req)
+        (expected,) = self.engine.check_work([req])
         progress(0.0, desc="waiting for the model")
         result = self.engine.generate(req, progress=_progress_fn(progress))
         progress(0.97, desc="writing files")
@@ -293,7 +292,6 @@ class Handlers:
             settings = read_wav_settings(clip) or {}
         except Exception:  # noqa: BLE001 - not a WAV with our metadata
             settings = {}
-        parse_time_signature(time_signature)
         bpm = settings.get("bpm", bpm)
         bpm = check_number("bpm", bpm, *LIMITS["bpm"])
         bars = 0 if bars in (None, "") else bars
@@ -325,12 +323,11 @@ class Handlers:
             return f"⚠️ {e}"
         except Exception as e:  # noqa: BLE001
             return f"⚠️ {type(e).__name__}: {e}"
-        sec = self.engine.estimate(req)
-        cost = self.engine.cost(req)
         try:
-            self.engine.check_work([req])
+            (sec,) = self.engine.check_work([req])
         except PrestoError as e:
             return f"⚠️ {e}"
+        cost = self.engine.cost(req)
         dur = f"{req.duration:g} s" if c.duration_mode == "seconds" else \
             f"{int(c.bars)} bars of {c.time_signature} = {req.duration:.2f} s"
         if sec is None:

@@ -469,28 +469,20 @@ def _to_device(batch, device):
     return batch
 
 
+# What run_main prints before each error's message, and the exit status it returns.
+_EXITS = ((NonFiniteError, "error: ", EXIT_NONFINITE), (ConfigError, "config error: ", 2), (DataError, "data error: ", 2),
+          (CheckpointError, "checkpoint error: ", 2), (DiskFullError, "error: ", 2), (StopRequested, "", EXIT_STOPPED))
+
+
 def run_main(fn, argv=None) -> int:
-    """Call a stage's ``train(argv)``; map the NaN guard and config errors to exit codes."""
+    """Call a stage's ``train(argv)``; map the NaN guard, stops, and config, data, checkpoint and
+    disk errors to one line on stderr and an exit status."""
     try:
         fn(argv)
-    except NonFiniteError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_NONFINITE
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except DataError as e:
-        print(f"data error: {e}", file=sys.stderr)
-        return 2
-    except CheckpointError as e:
-        print(f"checkpoint error: {e}", file=sys.stderr)
-        return 2
-    except DiskFullError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except StopRequested as e:
-        print(str(e), file=sys.stderr)
-        return EXIT_STOPPED
+    except tuple(cls for cls, _, _ in _EXITS) as e:
+        prefix, code = next((p, c) for cls, p, c in _EXITS if isinstance(e, cls))
+        print(f"{prefix}{e}", file=sys.stderr)
+        return code
     return 0
 
 
