@@ -28,7 +28,7 @@ from presto_core.request import LIMITS, GenerationRequest, ValidatedRequest
 from app import results as R
 from app.api_guard import JobCancelled, job_alive, scrub_paths
 from app.engine import Engine
-from app.music import TIME_SIGNATURES, bars_to_seconds, loop_on_bars, parse_time_signature
+from presto_core.music import TIME_SIGNATURES, bars_to_seconds, loop_on_bars, parse_time_signature
 
 log = logging.getLogger("presto.app")
 MAX_SWEEP = 8

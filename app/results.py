@@ -20,7 +20,7 @@ from presto_core.spectrogram import spectrogram_png
 from presto_core.stereo import stereo_width
 
 from app.analysis import estimate_tempo
-from app.music import loop_on_bars
+from presto_core.music import loop_on_bars
 
 LOOP_CROSSFADE_MS = 10.0
 STAGES = ("text", "generation", "decoding", "clap", "stereo")

@@ -18,7 +18,7 @@ from presto_core.request import LIMITS
 from app.api_guard import PrestoBlocks
 from app.engine import CUSTOM, QUALITY, Engine
 from app.handlers import MAX_SWEEP, Handlers, apply_settings, guarded
-from app.music import MAX_BARS, TIME_SIGNATURES
+from presto_core.music import MAX_BARS, TIME_SIGNATURES
 from app.results import clip_markdown
 
 MAX_CLIPS = LIMITS["num_clips"][1]

@@ -14,4 +14,6 @@ LIMITS = {
     "strength": (0.01, 1.0),
     "prompt_chars": (1, 500),
     "candidates": (1, 32),
+    "piece_seconds": (1.0, 180.0),  # an extended or edited piece (windows of "duration" at most)
+    "context_seconds": (1.0, 24.0),  # known audio an extension window starts from
 }

@@ -26,49 +26,21 @@ from presto_core.budget import DropSchedule
 from presto_core.clap import EmbeddedClapScorer, select_best
 from presto_core.edm import EDMConfig, Precond, karras_ramp, karras_sigmas
 from presto_core.errors import PrestoError
+from presto_core import editing
+from presto_core.editing import EditRequest, make_loop, widen_loop
+from presto_core.inpaint import masked_denoiser
+from presto_core.music import bar_seconds, loop_bars
 from presto_core.request import GenerationRequest, ValidatedRequest, VariantSpec
+from presto_core.results import Clip, GenerationResult  # noqa: F401 - part of this module's API
 from presto_core.samplers import batched_guidance, call_sigmas, get_sampler
 from presto_core.text import load_text_encoder
 
 # Audio decoded (and CLAP-scored) per call, in seconds: bounds memory whatever the candidate count.
 CHUNK_SECONDS = 64.0
+# Fades around the regenerated seam of a loop (the loop's own samples elsewhere).
+LOOP_FADE_MS = 30.0
 
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass
-class Clip:
-    """One generated clip: float32 audio at the pipeline's sample rate, mono (N,) or stereo (2, N)
-    with left then right, where (left + right) / 2 is the mono clip of the same seed."""
-
-    audio: np.ndarray
-    clap_score: Optional[float]
-    candidate: int
-
-    @property
-    def stereo(self) -> bool:
-        return self.audio.ndim == 2
-
-    @property
-    def mono(self) -> np.ndarray:
-        """The mono clip (N,): the clip itself, or the mid (L + R) / 2 of a stereo one."""
-        return self.audio.mean(axis=0) if self.stereo else self.audio
-
-
-@dataclass
-class GenerationResult:
-    """Clips best-first, the sample rate (Hz), the exact settings that reproduce them (JSON-able),
-    per-stage latency in seconds and the real-time factor (seconds of audio per second)."""
-
-    clips: list[Clip]
-    sample_rate: int
-    settings: dict
-    timings: dict = field(default_factory=dict)
-
-    @property
-    def rtf(self) -> float:
-        audio_s = self.settings["duration"] * self.settings["candidates"]
-        return audio_s / max(self.timings.get("total", 0.0), 1e-9)
 
 
 @dataclass(frozen=True)
@@ -291,6 +263,49 @@ class PrestoPipeline:
         return karras_sigmas(req.steps, edm.sigma_min, top, req.rho)
 
     @torch.no_grad()
+    def encode_prompt(self, prompt: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text tokens for ``n`` clips of one prompt: ((n, L, D) float, (n, L) bool mask)."""
+        text, mask = self.text_encoder.encode([prompt], device=self.device)
+        return text.expand(n, -1, -1), mask.expand(n, -1)
+
+    @torch.no_grad()
+    def encode_audio(self, mono: np.ndarray, frames: int) -> torch.Tensor:
+        """Mono audio (N,) at the pipeline's rate -> (1, C, frames) diffusion-space latents (the
+        posterior mean), zero-padded or cut to ``frames`` latent frames."""
+        hop = self.vae.cfg.hop
+        wav = torch.from_numpy(np.ascontiguousarray(mono[:frames * hop], dtype=np.float32)).to(self.device)
+        wav = torch.nn.functional.pad(wav, (0, frames * hop - wav.shape[-1]))
+        return self.vae.encode_latents(wav.view(1, 1, -1))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, T) latents -> (B, T * hop) float32 mono audio in [-1, 1] (one decoder call)."""
+        with self._autocast():
+            return self.vae.decode_latents(z.float()).float()[:, 0].clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def sample_latents(self, req: ValidatedRequest, cond, frames: int, gen: torch.Generator,
+                       z_init: Optional[torch.Tensor] = None, known: Optional[tuple] = None,
+                       callback=None) -> torch.Tensor:
+        """Run the variant's sampler for ``req`` over ``frames`` latent frames: (n, C, frames).
+
+        cond: :meth:`encode_prompt`'s pair for n clips; z_init: (n, C, frames) latents a variation
+        starts from (at the schedule's top); known: ``(z_known (1|n, C, frames), keep (frames,)
+        bool)`` fixes the kept frames to z_known at every step (see presto_core.inpaint)."""
+        spec, precond = self.variants[req.variant]
+        text, mask = cond
+        n = text.shape[0]
+        sigmas = self.schedule(req).to(self.device)
+        noise = torch.randn(n, self.vae.cfg.latent_channels, frames, generator=gen, device=self.device)
+        x = noise * sigmas[0].float() if z_init is None else z_init + noise * sigmas[0].float()
+        denoiser = self._denoiser(spec, precond, text, mask, req.bpm, n, req.guidance, req.drop_schedule)
+        if known is not None:
+            z_known, keep = known
+            denoiser = masked_denoiser(denoiser, z_known, keep)
+            x = torch.where(keep.view(1, 1, -1), z_known + noise * sigmas[0].float(), x)
+        return get_sampler(spec.sampler)(denoiser, x, sigmas, generator=gen, callback=callback)
+
+    @torch.no_grad()
     def widen(self, mono: torch.Tensor) -> torch.Tensor:
         """Mono clips (B, N) in [-1, 1] -> stereo (B, 2, N) float32 with the folder's mono-to-stereo
         model, exactly as :meth:`generate` widens its clips; ``(L + R) / 2`` is the input."""
@@ -325,28 +340,19 @@ class PrestoPipeline:
         gen = torch.Generator(device=self.device).manual_seed(seed)
 
         progress("text", 0, 1)
-        text, mask = self.text_encoder.encode([req.prompt], device=self.device)
-        text = text.expand(n_cand, -1, -1)
-        mask = mask.expand(n_cand, -1)
+        cond = self.encode_prompt(req.prompt, n_cand)
         self._sync()
         timings["text"] = time.perf_counter() - t0
 
         # Latents and the schedule; variations start part-way down from the encoded audio.
         t1 = time.perf_counter()
-        sr, hop = self.vae.cfg.sample_rate, self.vae.cfg.hop
+        sr = self.vae.cfg.sample_rate
         n_samples, frames = self._frames(req.duration)
         z_init = None
         if req.init_audio is not None:
-            wav = torch.from_numpy(req.init_audio_at(sr)[:n_samples]).float().to(self.device)
-            wav = torch.nn.functional.pad(wav, (0, frames * hop - wav.shape[-1]))
-            z_init = self.vae.encode_latents(wav.view(1, 1, -1)).expand(n_cand, -1, -1)
-        sigmas = self.schedule(req).to(self.device)
-        noise = torch.randn(n_cand, self.vae.cfg.latent_channels, frames, generator=gen, device=self.device)
-        x = noise * sigmas[0].float() if z_init is None else z_init + noise * sigmas[0].float()
-        denoiser = self._denoiser(spec, precond, text, mask, req.bpm, n_cand, req.guidance, req.drop_schedule)
-        sampler = get_sampler(spec.sampler)
-        z = sampler(denoiser, x, sigmas, generator=gen,
-                    callback=lambda i, n, _x: progress("generation", i + 1, n))
+            z_init = self.encode_audio(req.init_audio_at(sr)[:n_samples], frames).expand(n_cand, -1, -1)
+        z = self.sample_latents(req, cond, frames, gen, z_init=z_init,
+                                callback=lambda i, n, _x: progress("generation", i + 1, n))
         self._sync()
         timings["generation"] = time.perf_counter() - t1
 
@@ -357,8 +363,7 @@ class PrestoPipeline:
         parts = []
         for k in range(0, n_cand, chunk):
             progress("decoding", k, n_cand)
-            with self._autocast():
-                parts.append(self.vae.decode_latents(z[k:k + chunk].float()).float()[:, 0, :n_samples].clamp(-1.0, 1.0))
+            parts.append(self.decode(z[k:k + chunk])[:, :n_samples])
         audio = torch.cat(parts)
         del parts
         self._sync()
@@ -378,11 +383,26 @@ class PrestoPipeline:
         timings["clap"] = time.perf_counter() - t3
 
         kept = audio[order]
+        timings["loop"] = 0.0
+        if req.loop:
+            # Only the kept clips are made to loop: CLAP judged them as sampled.
+            t5 = time.perf_counter()
+            bars = loop_bars(req.duration, req.bpm, req.time_signature)
+            bar = bar_seconds(req.bpm, req.time_signature) * sr
+            one = (cond[0][:1], cond[1][:1])
+            kept = torch.stack([torch.from_numpy(make_loop(
+                self, req, one, kept[j].cpu().numpy(), bars, bar, int(round(LOOP_FADE_MS * sr / 1000)), gen,
+                callback=lambda i, n, _x, j=j: progress("loop", j * n + i + 1, n * len(order))))
+                for j in range(len(order))]).to(self.device)
+            timings["loop"] = time.perf_counter() - t5
         timings["stereo"] = 0.0
         if req.stereo:
             t4 = time.perf_counter()
             progress("stereo", 0, 1)
-            kept = self.widen(kept)
+            if req.loop:
+                kept = torch.stack([torch.from_numpy(widen_loop(self, k.cpu().numpy())) for k in kept])
+            else:
+                kept = self.widen(kept)
             self._sync()
             timings["stereo"] = time.perf_counter() - t4
         timings["total"] = time.perf_counter() - t0
@@ -391,4 +411,26 @@ class PrestoPipeline:
         clips = [Clip(audio_np[j], None if scores is None else float(scores[i]), i) for j, i in enumerate(order)]
         settings = req.settings(seed=seed, steps=req.steps, candidates=n_cand, model=self.source,
                                 sampler=spec.sampler)
+        if req.loop:
+            settings["loop_bars"] = loop_bars(req.duration, req.bpm, req.time_signature)
         return GenerationResult(clips=clips, sample_rate=sr, settings=settings, timings=timings)
+
+    def extend(self, audio, sample_rate: int, bars: int, prompt: str, bpm: float, progress: Progress | None = None,
+               **kwargs) -> GenerationResult:
+        """Continue ``audio`` (mono (N,) or stereo, at ``sample_rate`` Hz, bar 1 at its first
+        sample) by ``bars`` whole bars at ``bpm`` from its last complete bar, in windows of the
+        model's maximum duration, up to LIMITS["piece_seconds"] in total. Other keywords:
+        :class:`presto_core.editing.EditRequest`'s (time_signature, variant, steps, seed, stereo,
+        crossfade_ms, context_seconds, ...). One clip; ``windows`` lists each window's CLAP score."""
+        edit = EditRequest(kind="extend", source=audio, source_sr=sample_rate, bars=bars, prompt=prompt, bpm=bpm,
+                           **kwargs).validated(self)
+        return editing.extend(self, edit, progress)
+
+    def inpaint(self, audio, sample_rate: int, bars: tuple[int, int], prompt: str, bpm: float,
+                progress: Progress | None = None, **kwargs) -> GenerationResult:
+        """Regenerate bars ``bars = (a, b)`` (1-based, inclusive, bar 1 at the first sample) of
+        ``audio`` from ``prompt``; outside the bars and a ``crossfade_ms`` fade each side the
+        audio is unchanged, sample for sample. Keywords as :meth:`extend`."""
+        edit = EditRequest(kind="inpaint", source=audio, source_sr=sample_rate, replace=bars, prompt=prompt, bpm=bpm,
+                           **kwargs).validated(self)
+        return editing.inpaint(self, edit, progress)

@@ -21,8 +21,9 @@ from presto_core.audio import resample
 from presto_core.budget import check_schedule
 from presto_core.clap import num_candidates
 from presto_core.edm import EDMConfig
-from presto_core.errors import PrestoError, check_choice, check_number, check_text, shown
+from presto_core.errors import PrestoError, check_bool, check_choice, check_number, check_text, shown
 from presto_core.limits import LIMITS  # also importable from here, as callers have done
+from presto_core.music import bar_seconds, loop_bars, parse_time_signature
 
 SAMPLERS = ("euler", "heun", "dpmpp_2s", "pingpong")
 GUIDANCE = ("none", "cfg", "cfg_pp")
@@ -108,7 +109,9 @@ class GenerationRequest:
     small values stay close to it. ``drop_schedule`` overrides a layer-budget variant's five
     per-quintile drop counts (at the 28-layer reference scale, noisiest quintile first).
     ``stereo`` None is stereo when the model folder has an ``m2s`` component and mono otherwise;
-    True asks for stereo (an error without ``m2s``), False for mono."""
+    True asks for stereo (an error without ``m2s``), False for mono. ``loop`` makes the clip loop:
+    it lasts the whole bars of ``time_signature`` that fit in ``duration`` at ``bpm``, and its
+    end flows into its start (presto_core.editing.make_loop)."""
 
     prompt: str
     bpm: float = 120.0
@@ -125,6 +128,8 @@ class GenerationRequest:
     strength: float = 1.0
     drop_schedule: Optional[tuple[int, ...]] = None
     stereo: Optional[bool] = None
+    loop: bool = False
+    time_signature: str = "4/4"
 
     def validated(self, pipe) -> "ValidatedRequest":
         """A :class:`ValidatedRequest` with defaults resolved against ``pipe`` and every value
@@ -163,6 +168,14 @@ class GenerationRequest:
             g = spec.guidance_scale if self.guidance is None else self.guidance
             out["guidance"] = check_number(f"guidance ({spec.guidance_kind})", g, 0.0, hi)
         out["stereo"] = _check_stereo(self.stereo, pipe.has_stereo)
+        out["loop"] = check_bool("loop", self.loop)
+        parse_time_signature(self.time_signature)
+        if out["loop"]:
+            bars = loop_bars(out["duration"], out["bpm"], self.time_signature)
+            out["duration"] = bars * bar_seconds(out["bpm"], self.time_signature)
+            if out["duration"] < LIMITS["duration"][0]:
+                raise PrestoError(f"a loop of {bars} bar(s) of {self.time_signature} at {out['bpm']:g} BPM lasts "
+                                  f"{out['duration']:.2f} s, under the minimum of {LIMITS['duration'][0]:g} s")
         if out["reject_ratio"] > 0 and pipe.clap is None:
             raise PrestoError("reject_ratio > 0 needs a CLAP model, and this model folder has none; use 0")
         candidates = num_candidates(out["num_clips"], out["reject_ratio"])  # at most LIMITS["candidates"]

@@ -41,7 +41,8 @@ def perturb(module: torch.nn.Module, seed: int, scale: float = 0.02) -> torch.nn
 
 
 def make_model_folder(folder: str | Path, variants=("base", "presto-ls"), with_clap: bool = True,
-                      default_variant: str | None = None, seed: int = 0, with_m2s: bool = False) -> Path:
+                      default_variant: str | None = None, seed: int = 0, with_m2s: bool = False,
+                      max_duration: float = 32.0) -> Path:
     """Write a complete micro model folder (VAE, DiT per variant, optional CLAP and mono-to-stereo
     components, prompts)."""
     folder = Path(folder)
@@ -76,6 +77,6 @@ def make_model_folder(folder: str | Path, variants=("base", "presto-ls"), with_c
         "default_variant": default_variant or variants[0],
         "prompts": "prompts.json",
         "sample_rate": vae_cfg.sample_rate,
-        "max_duration": 32.0,
+        "max_duration": max_duration,
     })
     return folder

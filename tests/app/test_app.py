@@ -18,7 +18,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 from app.analysis import estimate_tempo  # noqa: E402
 from presto_core.spectrogram import spectrogram_png  # noqa: E402
-from app.music import bars_to_seconds, loop_on_bars  # noqa: E402
+from presto_core.music import bars_to_seconds, loop_on_bars  # noqa: E402
 from app.server import resolve_model  # noqa: E402
 from app.testing import serve  # noqa: E402
 from app.ui import log_from_rho, rho_from_log  # noqa: E402

@@ -48,7 +48,7 @@ def test_generate_shapes_and_settings(pipe, variant):
     steps = pipe.variants[variant][0].steps
     assert s["steps"] == steps
     assert [i for st, i, n in calls if st == "generation"] == list(range(1, steps + 1))
-    assert set(res.timings) == {"text", "generation", "decoding", "clap", "stereo", "total"}
+    assert set(res.timings) == {"text", "generation", "decoding", "clap", "loop", "stereo", "total"}
     assert res.rtf > 0
 
 

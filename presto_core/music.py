@@ -1,4 +1,4 @@
-"""Musical time for the app: bars <-> seconds at a tempo and time signature, and loops cut on
+"""Musical time: bars <-> seconds at a tempo and time signature, and loops cut on
 the bar line with a short equal-power crossfade at the seam.
 
 Tempo (BPM) counts quarter notes per minute in every signature, so a bar lasts
@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from presto_core.errors import PrestoError, check_choice, check_number
-from presto_core.request import LIMITS
+from presto_core.limits import LIMITS
 
 TIME_SIGNATURES = ("4/4", "3/4", "6/8", "2/4", "5/4", "7/8", "12/8")
 MAX_BARS = 64
@@ -55,6 +55,16 @@ def bars_to_seconds(bars, bpm: float, ts: str, max_duration: float) -> float:
         raise PrestoError(f"{bars} bars of {ts} at {bpm:g} BPM last {seconds:.2f} s, under the minimum "
                           f"of {lo:g} s; use more bars or a slower tempo")
     return round(seconds, 4)
+
+
+def loop_bars(duration: float, bpm: float, ts: str) -> int:
+    """Whole bars a loop of ``duration`` seconds holds; PrestoError when not even one."""
+    one = bar_seconds(bpm, ts)
+    bars = int(math.floor(duration / one + 1e-9))
+    if bars < 1:
+        raise PrestoError(f"a loop needs at least one bar: one bar of {ts} at {bpm:g} BPM lasts {one:.2f} s, "
+                          f"longer than the {duration:g} s asked for")
+    return bars
 
 
 def max_bars(bpm: float, ts: str, max_duration: float) -> int:

@@ -1,0 +1,236 @@
+"""Extend, replace bars and loops (presto_core.editing / inpaint) on micro model folders: the
+maths of the masked denoiser and the splice, and each edit end to end with its guarantees
+(samples outside an edit unchanged, the mid of stereo output equal to the mono output, windows
+that march past the model's maximum duration, reproducible seeds, clear errors)."""
+
+import numpy as np
+import pytest
+import torch
+
+from presto_core.editing import channels_first, source_hash, widen_long, widen_loop
+from presto_core.errors import PrestoError
+from presto_core.inpaint import fade_curve, masked_denoiser, splice
+from presto_core.pipeline import PrestoPipeline
+from presto_core.samplers import SAMPLERS, Denoised
+from tests.factory import make_model_folder
+
+SR = 16000
+BPM = 120.0  # one 4/4 bar = 2 s = 32000 samples at 16 kHz
+BAR = 32000
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    """Micro model with an 8 s window (so that edits need several windows) and stereo."""
+    folder = make_model_folder(tmp_path_factory.mktemp("edit") / "m", variants=("base", "presto-ls"),
+                               with_m2s=True, max_duration=8.0)
+    return PrestoPipeline.from_pretrained(folder, device="cpu", precision="fp32")
+
+
+def _tone(seconds: float, stereo: bool = False, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    mono = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
+    if not stereo:
+        return mono
+    return np.stack([mono * 1.1, mono * 0.9]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Maths
+
+
+def test_masked_denoiser_fixes_kept_frames_only():
+    z = torch.randn(1, 3, 10, generator=torch.Generator().manual_seed(0))
+    keep = torch.zeros(10, dtype=torch.bool)
+    keep[:4] = True
+    x = torch.randn(2, 3, 10, generator=torch.Generator().manual_seed(1))
+    plain = masked_denoiser(lambda x, s: 0.5 * x, z, keep)(x, torch.tensor(1.0))
+    assert torch.equal(plain[:, :, :4], z.expand(2, -1, -1)[:, :, :4])
+    assert torch.equal(plain[:, :, 4:], 0.5 * x[:, :, 4:])
+    pair = masked_denoiser(lambda x, s: Denoised(0.5 * x, 0.25 * x), z, keep)(x, torch.tensor(1.0))
+    assert torch.equal(pair.x0[:, :, :4], z.expand(2, -1, -1)[:, :, :4])
+    assert torch.equal(pair.x0_renoise[:, :, :4], z.expand(2, -1, -1)[:, :, :4])
+    assert torch.equal(pair.x0_renoise[:, :, 4:], 0.25 * x[:, :, 4:])
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_ends_on_the_known_latents(name):
+    """The final state of every sampler is its last data estimate, so kept frames come out as the
+    known latents exactly (float64) and the rest as the model's."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(1, 2, 12, generator=g, dtype=torch.float64)
+    keep = torch.arange(12) % 3 == 0
+    sigmas = torch.tensor([10.0, 3.0, 1.0, 0.3, 0.0], dtype=torch.float64)
+    x = 10.0 * torch.randn(1, 2, 12, generator=g, dtype=torch.float64)
+    out = SAMPLERS[name](masked_denoiser(lambda x, s: x / (1 + s ** 2), z, keep), x, sigmas,
+                         generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out[..., keep], z[..., keep])
+    assert not torch.allclose(out[..., ~keep], z[..., ~keep])
+
+
+def test_fade_curve_sums_to_one_and_splice_keeps_the_outside():
+    f = fade_curve(64)
+    assert f[0] < 0.01 and f[-1] > 0.99 and np.all(np.diff(f) > 0)
+    np.testing.assert_allclose(f + f[::-1], 1.0, atol=1e-6)
+    a, b = np.random.default_rng(0).standard_normal((2, 1000)).astype(np.float32)
+    out = splice(a, b, 400, 600, 50)
+    assert np.array_equal(out[:350], a[:350]) and np.array_equal(out[650:], a[650:])
+    assert np.array_equal(out[400:600], b[400:600])
+    same = splice(a, a.copy(), 400, 600, 50)  # a fade between identical signals is the signal
+    np.testing.assert_allclose(same, a, atol=1e-6)
+    edge = splice(a, b, 10, 995, 50)  # fades cut at the ends of the audio
+    assert edge.shape == a.shape and np.array_equal(edge[10:995], b[10:995])
+
+
+def test_channels_first_and_hash():
+    mono = _tone(1.0)
+    st = _tone(1.0, stereo=True)
+    assert channels_first(mono).shape == (1, SR)
+    assert channels_first(st.T).shape == (2, SR) and np.array_equal(channels_first(st.T), st)
+    assert source_hash(st, SR) == source_hash(st.T.T.copy(), SR)
+    changed = st.copy()
+    changed[1, 5] += 1e-4
+    assert source_hash(changed, SR) != source_hash(st, SR) != source_hash(st, 22050)
+    with pytest.raises(PrestoError, match="mono or stereo"):
+        channels_first(np.zeros((3, 100), np.float32))
+    with pytest.raises(PrestoError, match="finite"):
+        channels_first(np.array([0.0, np.nan], np.float32))
+
+
+def test_widen_long_keeps_the_mid_and_matches_one_call(pipe, monkeypatch):
+    mono = _tone(6.0)
+    one = pipe.widen(torch.from_numpy(mono)[None])[0].numpy()
+    np.testing.assert_allclose(widen_long(pipe, mono), one, atol=1e-6)
+    import presto_core.editing as E
+    monkeypatch.setattr(E, "WIDEN_CHUNK_S", 1.0)
+    monkeypatch.setattr(E, "WIDEN_MARGIN_S", 0.5)
+    chunked = widen_long(pipe, mono)
+    np.testing.assert_allclose(chunked.mean(axis=0), mono, atol=1e-6)
+    assert np.abs(chunked - one).max() < 0.05  # margins cover the micro model's context
+    looped = widen_loop(pipe, mono)
+    assert looped.shape == (2, mono.size)
+    np.testing.assert_allclose(looped.mean(axis=0), mono, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Extend
+
+
+@pytest.mark.parametrize("variant", ["presto-ls", "base"])
+def test_extend_marches_windows_and_keeps_the_source(pipe, variant):
+    src = _tone(3.0)  # one complete bar and half of the next
+    calls = []
+    res = pipe.extend(src, SR, bars=5, prompt="warm pads", bpm=BPM, seed=4, variant=variant, stereo=False,
+                      context_seconds=2.0, progress=lambda s, i, n: calls.append((s, i, n)))
+    out = res.clips[0].audio
+    assert out.shape == (6 * BAR,) and out.dtype == np.float32 and np.isfinite(out).all()
+    fade = int(round(0.03 * SR))
+    assert np.array_equal(out[:BAR - fade], src[:BAR - fade])  # up to the join and its fade
+    assert not np.allclose(out[BAR:2 * BAR], src[BAR:2 * BAR] if src.size >= 2 * BAR else 0)
+    assert len(res.windows) == 3  # 10 s of new audio: 2 + 2 + 1 bars after 1 bar of context each
+    assert [w["join_s"] for w in res.windows] == sorted(w["join_s"] for w in res.windows)
+    assert res.windows[0]["join_s"] == pytest.approx(2.0) and res.windows[-1]["end_s"] == pytest.approx(12.0)
+    assert all(w["end_s"] - w["start_s"] <= 8.0 - 1.0 + 1e-6 for w in res.windows)
+    assert all(-1 <= w["clap"] <= 1 for w in res.windows)
+    assert [i for s, i, n in calls if s == "window"] == list(range(len(res.windows)))
+    s = res.settings
+    assert (s["edit"], s["bars_added"], s["seed"], s["variant"], s["duration"]) == ("extend", 5, 4, variant, 12.0)
+    assert s["source_sha256"] == source_hash(src[None], SR)
+    again = pipe.extend(src, SR, bars=5, prompt="warm pads", bpm=BPM, seed=4, variant=variant, stereo=False,
+                        context_seconds=2.0)
+    assert np.array_equal(again.clips[0].audio, out)
+
+
+def test_extend_stereo_source_keeps_its_channels_and_the_mid(pipe):
+    src = _tone(4.0, stereo=True)
+    res = pipe.extend(src.T, SR, bars=2, prompt="warm pads", bpm=BPM, seed=1)  # (N, 2) as soundfile reads
+    out = res.clips[0].audio
+    assert out.shape == (2, 4 * BAR)
+    fade = int(round(0.03 * SR))
+    assert np.array_equal(out[:, :2 * BAR - fade], src[:, :2 * BAR - fade])
+    mono = pipe.extend(src, SR, bars=2, prompt="warm pads", bpm=BPM, seed=1, stereo=False).clips[0].audio
+    np.testing.assert_allclose(out.mean(axis=0), mono, atol=1e-6)
+
+
+def test_extend_resamples_and_mono_to_stereo_on_request(pipe):
+    src = _tone(2.0)
+    res = pipe.extend(src[::2].copy(), SR // 2, bars=1, prompt="x", bpm=BPM, seed=0, stereo=True)
+    assert res.clips[0].audio.shape == (2, 2 * BAR) and res.settings["source_sample_rate"] == SR // 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(bpm=None), "tempo is needed"),
+    (dict(bars=0), r"bars to add .* must be an integer in \[1, 89\]"),
+    (dict(bars=10_000), r"at most 180 s: 90 bars"),
+    (dict(bpm=40.0, source=_tone(3.0)), "shorter than one bar"),
+    (dict(time_signature="9/9"), "time signature"),
+    (dict(crossfade_ms=900), "crossfade"),
+    (dict(context_seconds=0.1), "context"),
+    (dict(source=np.zeros((200 * SR,), np.float32)), "at most 180 s can be edited"),
+    (dict(variant="nope"), "model variant must be one of"),
+])
+def test_extend_refuses_bad_input(pipe, kwargs, message):
+    args = dict(audio=_tone(2.0), sample_rate=SR, bars=2, prompt="x", bpm=BPM)
+    if "source" in kwargs:
+        args["audio"] = kwargs.pop("source")
+    args.update(kwargs)
+    with pytest.raises(PrestoError, match=message):
+        pipe.extend(**args)
+
+
+# ----------------------------------------------------------------------------------------------
+# Replace bars
+
+
+@pytest.mark.parametrize("stereo", [False, True])
+def test_inpaint_changes_only_the_bars_and_their_fades(pipe, stereo):
+    src = _tone(12.0, stereo=stereo)  # 6 bars: longer than one window
+    res = pipe.inpaint(src, SR, bars=(3, 3), prompt="drums", bpm=BPM, seed=2)
+    out = res.clips[0].audio
+    assert out.shape == src.shape
+    fade = int(round(0.03 * SR))
+    lo, hi = 2 * BAR, 3 * BAR
+    assert np.array_equal(out[..., :lo - fade], src[..., :lo - fade])
+    assert np.array_equal(out[..., hi + fade:], src[..., hi + fade:])
+    assert np.abs(out[..., lo:hi] - src[..., lo:hi]).mean() > 1e-3
+    assert res.settings["replaced_bars"] == [3, 3] and res.settings["edit"] == "inpaint"
+    if stereo:
+        mono = pipe.inpaint(src, SR, bars=(3, 3), prompt="drums", bpm=BPM, seed=2, stereo=False).clips[0].audio
+        np.testing.assert_allclose(out.mean(axis=0), mono, atol=1e-6)
+
+
+@pytest.mark.parametrize("bars, message", [
+    ((0, 1), r"1 <= a <= b <= 5"), ((2, 1), r"1 <= a <= b <= 5"), ((1, 6), r"1 <= a <= b <= 5"),
+    ((1.5, 2), "two whole bar numbers"), (None, "two whole bar numbers"), ((1, 4), "at most 3 bars at a time"),
+])
+def test_inpaint_refuses_bad_ranges(pipe, bars, message):
+    with pytest.raises(PrestoError, match=message):
+        pipe.inpaint(_tone(11.0), SR, bars=bars, prompt="x", bpm=BPM)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loops
+
+
+def test_generate_loop_is_whole_bars_and_rotation_consistent(pipe):
+    res = pipe.generate(prompt="loop", bpm=BPM, duration=4.5, seed=3, loop=True, stereo=False, variant="presto-ls")
+    out = res.clips[0].audio
+    assert out.shape == (2 * BAR,)  # 2 whole bars of the 4.5 s asked
+    assert res.settings["loop"] is True and res.settings["loop_bars"] == 2 and res.settings["duration"] == 4.0
+    plain = pipe.generate(prompt="loop", bpm=BPM, duration=4.0, seed=3, stereo=False, variant="presto-ls")
+    fade = int(round(0.03 * SR))
+    # Only the audio around the end-to-start seam changes: the middle of the clip is the plain clip's.
+    mid = slice(int(0.75 * BAR) + fade, int(1.25 * BAR) - fade)
+    assert np.array_equal(out[mid], plain.clips[0].audio[mid])
+    assert not np.array_equal(out, plain.clips[0].audio)
+    st = pipe.generate(prompt="loop", bpm=BPM, duration=4.0, seed=3, loop=True, variant="presto-ls")
+    assert st.clips[0].audio.shape == (2, 2 * BAR)
+    np.testing.assert_allclose(st.clips[0].audio.mean(axis=0), out, atol=1e-6)
+
+
+def test_loop_shorter_than_a_bar_is_refused(pipe):
+    with pytest.raises(PrestoError, match="a loop needs at least one bar"):
+        pipe.generate(prompt="x", bpm=60, duration=3.0, loop=True)
+    with pytest.raises(PrestoError, match="loop must be true or false"):
+        pipe.generate(prompt="x", duration=3.0, loop="yes")
