@@ -49,6 +49,13 @@ WINDOW_GUARD_S = 1.0
 DECODE_MARGIN_FRAMES = 24
 # The mono-to-stereo net sees about 1.5 s of context: long audio is widened in chunks with margins.
 WIDEN_CHUNK_S, WIDEN_MARGIN_S, WIDEN_FADE = 30.0, 2.0, 2048
+# How far the regenerated part departs from where it starts (1 = from pure noise): an extension
+# starts from its last bars repeated, a replacement from the bars it replaces, a loop's seam from
+# the clip around it. Set by the measured seams and beat drift (train/README.md, "Editing").
+STRENGTH = {"extend": 0.8, "inpaint": 0.9}
+LOOP_STRENGTH = 0.7
+# Bars an extension repeats as its starting point (a phrase; fewer when the context is shorter).
+TILE_BARS = 4
 
 
 def channels_first(audio, what: str = "source audio") -> np.ndarray:
@@ -81,7 +88,9 @@ class EditRequest:
     kind "extend" adds ``bars`` whole bars after the source's last complete bar (the total at most
     ``LIMITS["piece_seconds"]``); kind "inpaint" regenerates bars ``replace[0]..replace[1]``
     (1-based, inclusive). ``bpm`` is the source's tempo and must be given. The other fields are
-    :class:`GenerationRequest`'s; ``stereo`` None follows the source's channels (and True widens a
+    :class:`GenerationRequest`'s; ``strength`` (0, 1] is how far the regenerated audio departs from
+    where it starts (the last bars repeated, or the bars replaced; 1 = from pure noise; default
+    STRENGTH[kind]); ``stereo`` None follows the source's channels (and True widens a
     mono source, keeping it as the mid)."""
 
     kind: str
@@ -100,6 +109,7 @@ class EditRequest:
     stereo: Optional[bool] = None
     crossfade_ms: float = 30.0
     context_seconds: float = 10.0
+    strength: Optional[float] = None
     drop_schedule: Optional[tuple] = None
 
     def validated(self, pipe) -> "ValidatedEdit":
@@ -134,7 +144,9 @@ class EditRequest:
                               f"{gen.bpm:g} BPM ({bar / sr:.2f} s)")
         xf = check_number("crossfade (ms)", self.crossfade_ms, *CROSSFADE_MS)
         ctx = check_number("context (seconds)", self.context_seconds, *LIMITS["context_seconds"])
-        out = dict(kind=self.kind, audio=audio, sha256=sha, source_sr=sr_in, gen=gen, stereo=gen_st.stereo,
+        strength = STRENGTH[self.kind] if self.strength is None else self.strength
+        strength = check_number("strength", strength, *LIMITS["strength"])
+        out = dict(kind=self.kind, strength=strength, audio=audio, sha256=sha, source_sr=sr_in, gen=gen, stereo=gen_st.stereo,
                    time_signature=self.time_signature, bar=bar, complete_bars=complete,
                    fade=int(round(xf * sr / 1000.0)), crossfade_ms=xf, context_seconds=ctx)
         if self.kind == "extend":
@@ -214,6 +226,7 @@ class ValidatedEdit:
     fade: int
     crossfade_ms: float
     context_seconds: float
+    strength: float
     bars: int = 0
     window_bars: tuple = (0, 0)
     replace: tuple = (0, 0)
@@ -224,17 +237,23 @@ class ValidatedEdit:
 
 
 def regenerate(pipe, req: ValidatedRequest, cond, mono: np.ndarray, start: int, frames: int, lo: int, hi: int,
-               gen: torch.Generator, callback=None, z_known: Optional[torch.Tensor] = None
+               gen: torch.Generator, strength: float, callback=None, z_known: Optional[torch.Tensor] = None
                ) -> tuple[np.ndarray, torch.Tensor]:
     """Sample window [start, start + frames * hop) of ``mono`` (N,) with latent frames [lo, hi)
-    regenerated and the rest fixed to the encoded audio (or to ``z_known`` (1, C, frames)).
+    regenerated and the rest fixed to the encoded audio (or, where given, to ``z_known``
+    (1, C, frames)). The regenerated frames start from ``mono``'s own latents noised to the level
+    ``strength`` selects (1: pure noise; lower keeps more of their beat grid and sound).
     Returns (decoded window audio (frames * hop,) float32, the window's latents (1, C, frames))."""
     hop = pipe.vae.cfg.hop
-    if z_known is None:
-        z_known = pipe.encode_audio(mono[start:start + frames * hop], frames)
+    z_init = pipe.encode_audio(mono[start:start + frames * hop], frames)
     keep = torch.ones(frames, dtype=torch.bool, device=pipe.device)
     keep[lo:hi] = False
-    z = pipe.sample_latents(req, cond, frames, gen, known=(z_known, keep), callback=callback)
+    if z_known is None:
+        z_known = z_init
+    else:
+        z_init = torch.where(keep.view(1, 1, -1), z_known, z_init)
+    z = pipe.sample_latents(req, cond, frames, gen, z_init=z_init, known=(z_known, keep), callback=callback,
+                            strength=strength)
     return pipe.decode(z)[0].cpu().numpy(), z
 
 
@@ -293,6 +312,7 @@ def extend(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
     mono = np.zeros(total, dtype=np.float32)
     mono[:min(total, src_mono.shape[-1])] = src_mono[:total]
     ctx_bars, new_bars = edit.window_bars
+    tile = min(ctx_bars, TILE_BARS)
     wf_max = _window_frames(pipe)
     plan = _extend_plan(edit.complete_bars, edit.bars, ctx_bars, new_bars)
     windows, prev, first_dec = [], None, None
@@ -311,7 +331,10 @@ def extend(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
             z_known = torch.zeros(1, p_z.shape[1], frames, device=pipe.device)
             have = min(frames, p_z.shape[-1] - off)
             z_known[..., :have] = p_z[..., off:off + have]
-        dec, z = regenerate(pipe, req, cond, mono, start, frames, lo, frames, gen, z_known=z_known,
+        # The new bars start from the last bars repeated on the asked grid, noised to ``strength``:
+        # from pure noise a few-step generator sets the beat before it can see the context.
+        window = np.concatenate([mono[start:join], tiled(mono[:join], tile * bar, start + frames * hop - join)])
+        dec, z = regenerate(pipe, req, cond, window, 0, frames, lo, frames, gen, edit.strength, z_known=z_known,
                             callback=lambda j, n, _x, i=i: progress("generation", j + 1, n))
         piece = np.zeros(total, dtype=np.float32)
         a, b = max(0, join - edit.fade), min(total, start + dec.shape[-1])
@@ -335,6 +358,15 @@ def extend(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
     settings = _settings(pipe, edit, seed, total / sr, bars_added=edit.bars, window_bars=list(edit.window_bars))
     clip = Clip(audio.astype(np.float32), float(np.mean(scores)) if scores else None, 0)
     return GenerationResult(clips=[clip], sample_rate=sr, settings=settings, timings=timings, windows=windows)
+
+
+def tiled(audio: np.ndarray, period: float, n: int) -> np.ndarray:
+    """``n`` samples that continue ``audio`` (N,) by repeating its last ``period`` samples
+    (fractional: the k-th sample after the end is ``audio[N - period + (k mod period)]``)."""
+    period = min(float(period), float(audio.shape[-1]))
+    k = np.arange(n, dtype=np.float64)
+    idx = np.floor(audio.shape[-1] - period + np.mod(k, period)).astype(np.int64)
+    return audio[np.clip(idx, 0, audio.shape[-1] - 1)].astype(np.float32)
 
 
 def _extend_plan(have: int, add: int, ctx: int, new: int) -> list[tuple[int, int, int]]:
@@ -381,7 +413,7 @@ def inpaint(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
     lo_s, hi_s = int(round((a - 1) * bar)), int(round(b * bar))
     src_mono = edit.audio.mean(axis=0)
     progress("window", 0, 1)
-    new, (w0, w1) = replace_range(pipe, req, cond, src_mono, lo_s, hi_s, edit.fade, gen,
+    new, (w0, w1) = replace_range(pipe, req, cond, src_mono, lo_s, hi_s, edit.fade, gen, edit.strength,
                                   callback=lambda j, n, _x: progress("generation", j + 1, n))
     mono = splice(src_mono, new, lo_s, hi_s, edit.fade)
     timings = {"generation": time.perf_counter() - t0}
@@ -403,7 +435,7 @@ def inpaint(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
 
 
 def replace_range(pipe, req: ValidatedRequest, cond, mono: np.ndarray, lo: int, hi: int, fade: int,
-                  gen: torch.Generator, callback=None) -> tuple[np.ndarray, tuple[int, int]]:
+                  gen: torch.Generator, strength: float, callback=None) -> tuple[np.ndarray, tuple[int, int]]:
     """Regenerate samples [lo, hi) of ``mono`` (N,) in one window around them.
 
     Returns (audio (N,) that is the decoded window inside the window and 0 outside, the window's
@@ -418,7 +450,7 @@ def replace_range(pipe, req: ValidatedRequest, cond, mono: np.ndarray, lo: int, 
         start = _even(max(0, min(centre - wf * hop // 2, n - wf * hop)) // hop) * hop
         frames = wf
     f_lo, f_hi = (lo - start) // hop, math.ceil((hi - start) / hop)
-    dec, _ = regenerate(pipe, req, cond, mono, start, frames, f_lo, f_hi, gen, callback=callback)
+    dec, _ = regenerate(pipe, req, cond, mono, start, frames, f_lo, f_hi, gen, strength, callback=callback)
     out = np.zeros(n, dtype=np.float32)
     end = min(n, start + dec.shape[-1])
     out[start:end] = dec[:end - start]
@@ -430,7 +462,7 @@ def replace_range(pipe, req: ValidatedRequest, cond, mono: np.ndarray, lo: int, 
 
 
 def make_loop(pipe, req: ValidatedRequest, cond, mono: np.ndarray, bars: int, bar: float, fade: int,
-              gen: torch.Generator, callback=None) -> np.ndarray:
+              gen: torch.Generator, callback=None, strength: float = None) -> np.ndarray:
     """A clip of ``bars`` bars (N,) made to loop: the audio around its end-to-start seam is
     regenerated with the end before it and the start after it known; the rest is unchanged.
     Returns (N,) float32 whose end flows into its start."""
@@ -440,7 +472,8 @@ def make_loop(pipe, req: ValidatedRequest, cond, mono: np.ndarray, bars: int, ba
     seam = n - shift  # where the clip's end meets its start in the rolled clip
     half = int(round(min(bar, n / 4)))
     lo, hi = max(fade, seam - half), min(n - fade, seam + half)
-    new, _ = replace_range(pipe, req, cond, rolled, lo, hi, fade, gen, callback=callback)
+    new, _ = replace_range(pipe, req, cond, rolled, lo, hi, fade, gen, LOOP_STRENGTH if strength is None else strength,
+                           callback=callback)
     return np.roll(splice(rolled, new, lo, hi, fade), shift)
 
 
@@ -456,7 +489,7 @@ def _settings(pipe, edit: ValidatedEdit, seed: int, duration: float, **extra) ->
     return {**base, "edit": edit.kind, "source_sha256": edit.sha256, "source_sample_rate": edit.source_sr,
             "source_seconds": round(edit.audio.shape[-1] / pipe.sample_rate, 4), "duration": round(duration, 4),
             "time_signature": edit.time_signature, "crossfade_ms": edit.crossfade_ms,
-            "context_seconds": edit.context_seconds, "stereo": edit.stereo, **extra}
+            "context_seconds": edit.context_seconds, "strength": edit.strength, "stereo": edit.stereo, **extra}
 
 
 def edit_settings_keys() -> tuple[str, ...]:

@@ -14,7 +14,7 @@ import json
 import math
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -251,14 +251,16 @@ class PrestoPipeline:
             clap_seconds=req.duration * req.candidates if self.clap is not None else 0.0,
             stereo_seconds=req.duration * req.num_clips if req.stereo else 0.0)
 
-    def schedule(self, req: GenerationRequest) -> torch.Tensor:
+    def schedule(self, req: GenerationRequest, strength: Optional[float] = None) -> torch.Tensor:
         """The noise levels a validated request samples at: Karras(rho) from sigma_max (or, for a
-        variation, from the level its strength selects on the same ramp) down to sigma_min, then 0.
-        Shape (steps + 1,), float64."""
+        variation or an edit's ``strength``, from the level that strength selects on the same ramp)
+        down to sigma_min, then 0. Shape (steps + 1,), float64."""
         edm = self.variants[req.variant][0].edm
         top = edm.sigma_max
-        if req.init_audio is not None:
-            top = float(karras_ramp(torch.tensor(1.0 - req.strength, dtype=torch.float64),
+        if strength is None and req.init_audio is not None:
+            strength = req.strength
+        if strength is not None:
+            top = float(karras_ramp(torch.tensor(1.0 - strength, dtype=torch.float64),
                                     edm.sigma_min, edm.sigma_max, req.rho))
         return karras_sigmas(req.steps, edm.sigma_min, top, req.rho)
 
@@ -286,16 +288,17 @@ class PrestoPipeline:
     @torch.no_grad()
     def sample_latents(self, req: ValidatedRequest, cond, frames: int, gen: torch.Generator,
                        z_init: Optional[torch.Tensor] = None, known: Optional[tuple] = None,
-                       callback=None) -> torch.Tensor:
+                       callback=None, strength: Optional[float] = None) -> torch.Tensor:
         """Run the variant's sampler for ``req`` over ``frames`` latent frames: (n, C, frames).
 
-        cond: :meth:`encode_prompt`'s pair for n clips; z_init: (n, C, frames) latents a variation
-        starts from (at the schedule's top); known: ``(z_known (1|n, C, frames), keep (frames,)
-        bool)`` fixes the kept frames to z_known at every step (see presto_core.inpaint)."""
+        cond: :meth:`encode_prompt`'s pair for n clips; z_init: (1|n, C, frames) latents a
+        variation or an edit starts from, noised to the schedule's top (set by ``strength``, or by
+        the request's for a variation); known: ``(z_known (1|n, C, frames), keep (frames,) bool)``
+        fixes the kept frames to z_known at every step (see presto_core.inpaint)."""
         spec, precond = self.variants[req.variant]
         text, mask = cond
         n = text.shape[0]
-        sigmas = self.schedule(req).to(self.device)
+        sigmas = self.schedule(req, strength).to(self.device)
         noise = torch.randn(n, self.vae.cfg.latent_channels, frames, generator=gen, device=self.device)
         x = noise * sigmas[0].float() if z_init is None else z_init + noise * sigmas[0].float()
         denoiser = self._denoiser(spec, precond, text, mask, req.bpm, n, req.guidance, req.drop_schedule)

@@ -54,8 +54,8 @@ from presto_core.errors import PrestoError, check_number
 from presto_core.pipeline import PrestoPipeline
 from presto_core.request import LIMITS
 from train.data.augment import rms_normalize
-from train.data.dataset import load_audio, load_mono, read_metadata
-from train.evaluation.clips import clamp_bpm, embed_audio, embed_text, generate_set
+from train.data.dataset import load_audio, load_mono
+from train.evaluation.clips import clamp_bpm, embed_audio, embed_text, generate_set, heldout_records
 from train.evaluation.figure import comparison_figure
 from train.evaluation.pitch import chroma_correlation, tonal_clarity
 from train.evaluation.reporting import command_line, fmt, machine_info, markdown_table, run_reported
@@ -72,19 +72,6 @@ OCTAVES = (0.5, 1.0, 2.0)
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
-
-
-def heldout_records(corpus: str) -> list[dict]:
-    """{prompt (first caption), captions, bpm, path} of each held-out piece of CORPUS/metadata.jsonl.
-    Raises PrestoError if the file is missing or malformed or has no held-out piece."""
-    try:
-        recs = read_metadata(corpus, "heldout")
-    except (OSError, ValueError) as e:
-        raise PrestoError(f"--corpus: {e}") from None
-    if not recs:
-        raise PrestoError(f"--corpus: {corpus}/metadata.jsonl has no items with split 'heldout'")
-    return [{"prompt": r["captions"][0], "captions": r["captions"], "bpm": r["bpm"], "path": r["abs_path"],
-             "genre": r.get("genre") or r["captions"][0]} for r in recs]
 
 
 def load_crop(path: str, sample_rate: int, seconds: float, start_s: float = CROP_START_S) -> np.ndarray:

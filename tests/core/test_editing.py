@@ -234,3 +234,68 @@ def test_loop_shorter_than_a_bar_is_refused(pipe):
         pipe.generate(prompt="x", bpm=60, duration=3.0, loop=True)
     with pytest.raises(PrestoError, match="loop must be true or false"):
         pipe.generate(prompt="x", duration=3.0, loop="yes")
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def test_cli_extend_replace_and_loop(pipe, tmp_path, capsys):
+    import soundfile as sf
+
+    from presto_core.audio import read_wav_settings
+    from presto_core.generate import main as cli_main
+
+    model = ["--model", pipe.source, "--precision", "fp32", "--variant", "presto-ls"]
+    first = tmp_path / "a.wav"
+    assert cli_main(["--prompt", "pads", "--bpm", "120", "--duration", "4", "--seed", "1", "--loop", *model,
+                     "--out", str(first)]) == 0
+    assert read_wav_settings(first)["loop_bars"] == 2
+    longer = tmp_path / "b.wav"
+    # The tempo comes from the source's own settings.
+    assert cli_main(["--prompt", "pads", "--source", str(first), "--extend-bars", "3", "--seed", "2", *model,
+                     "--out", str(longer)]) == 0
+    printed = capsys.readouterr().out
+    assert "window 1:" in printed and "rtf=" in printed
+    audio, sr = sf.read(longer, always_2d=True)
+    s = read_wav_settings(longer)
+    assert audio.shape == (5 * BAR, 2) and s["edit"] == "extend" and s["bpm"] == 120.0
+    src, _ = sf.read(first, dtype="float32", always_2d=True)
+    assert s["source_sha256"] == source_hash(src.T, SR)
+    fixed = tmp_path / "c.wav"
+    assert cli_main(["--prompt", "drums", "--source", str(longer), "--replace-bars", "2:3", *model,
+                     "--out", str(fixed)]) == 0
+    assert read_wav_settings(fixed)["replaced_bars"] == [2, 3]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--replace-bars", "2"], "A:B"),
+    ([], "exactly one of --extend-bars"),
+    (["--extend-bars", "2", "--replace-bars", "1:1"], "exactly one of --extend-bars"),
+])
+def test_cli_edit_errors(pipe, tmp_path, capsys, extra, message):
+    import soundfile as sf
+
+    from presto_core.generate import main as cli_main
+
+    src = tmp_path / "plain.wav"
+    sf.write(src, _tone(4.0), SR)
+    assert cli_main(["--prompt", "x", "--source", str(src), "--bpm", "120", *extra, "--model", pipe.source,
+                     "--out", str(tmp_path / "o.wav")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_cli_plain_file_without_bpm_is_refused(pipe, tmp_path, capsys):
+    import soundfile as sf
+
+    from presto_core.generate import main as cli_main
+
+    src = tmp_path / "plain.wav"
+    sf.write(src, _tone(4.0), SR)
+    assert cli_main(["--prompt", "x", "--source", str(src), "--extend-bars", "1", "--model", pipe.source,
+                     "--out", str(tmp_path / "o.wav")]) == 2
+    assert "tempo is needed" in capsys.readouterr().err
+    assert cli_main(["--prompt", "x", "--extend-bars", "1", "--model", pipe.source,
+                     "--out", str(tmp_path / "o.wav")]) == 2
+    assert "give it with --source" in capsys.readouterr().err

@@ -1,12 +1,14 @@
-"""Evaluation clips: one generation per held-out prompt, and their CLAP embeddings (train.eval,
-train.report)."""
+"""Evaluation clips: the held-out prompts of a corpus, one generation per prompt, and their CLAP
+embeddings (train.eval, train.report, train.edit_report)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from presto_core.errors import PrestoError
 from presto_core.request import LIMITS
+from train.data.dataset import read_metadata
 
 
 def clamp_bpm(bpm: float) -> float:
@@ -42,3 +44,16 @@ def generate_set(pipe, variant: str, items: list[dict], num: int, duration: floa
         clips.append(res.clips[0].audio)
         prompts.append(it["prompt"])
     return clips, prompts
+
+
+def heldout_records(corpus: str) -> list[dict]:
+    """{prompt (first caption), captions, bpm, path} of each held-out piece of CORPUS/metadata.jsonl.
+    Raises PrestoError if the file is missing or malformed or has no held-out piece."""
+    try:
+        recs = read_metadata(corpus, "heldout")
+    except (OSError, ValueError) as e:
+        raise PrestoError(f"--corpus: {e}") from None
+    if not recs:
+        raise PrestoError(f"--corpus: {corpus}/metadata.jsonl has no items with split 'heldout'")
+    return [{"prompt": r["captions"][0], "captions": r["captions"], "bpm": r["bpm"], "path": r["abs_path"],
+             "genre": r.get("genre") or r["captions"][0]} for r in recs]

@@ -1,0 +1,236 @@
+"""Measured report of extend, replace-bars and loops on a model folder: seams, beat drift, CLAP
+drift over long pieces, unchanged samples and wall time, as Markdown (and JSON).
+
+    python -m train.edit_report --model MODEL_DIR --corpus CORPUS_DIR [--num 4] [--total 180]
+        [--variant presto-ls] [--seed 0] [--lengths 30,60,120,180] [--json OUT] [--markdown OUT]
+
+For each of ``--num`` held-out prompts of CORPUS (first caption, labelled BPM, 4/4):
+
+1. **Extend**: a 4-bar seed clip, extended to the most whole bars within ``--total`` seconds
+   (stereo when the model can). Seam score at the window joins against the ordinary bar lines
+   of the same piece (train/evaluation/seams.py), beat-phase drift per 20 s at the asked BPM, and
+   the CLAP score of each window's new audio (first, last, lowest).
+2. **Replace bars**: bars 2..3 of the seed clip from the same prompt; seam score at the two
+   boundaries against the clip's other bar lines, and whether every sample outside the bars and
+   their fades is unchanged.
+3. **Loops**: an 8-bar ``generate(loop=True)`` clip (fewer if 8 do not fit the window), played
+   twice: the seam score at the loop point against the bar lines inside; beside it the same clip
+   made by "cut and crossfade" (presto_core.music.loop_on_bars, 10 ms) for reference.
+
+Then wall time of extending the first seed clip to each of ``--lengths`` seconds, stereo,
+median of ``--repeats``. Bad arguments print one error line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from presto_core.errors import check_number
+from presto_core.music import bar_seconds, loop_on_bars
+from presto_core.pipeline import PrestoPipeline
+from train.evaluation.clips import clamp_bpm, heldout_records
+from train.evaluation.reporting import command_line, machine_info, markdown_table, run_reported
+from train.evaluation.seams import beat_phase_drift, seam_ratio
+
+TS = "4/4"
+SEED_BARS = 4
+LOOP_BARS = 8
+
+
+def _mono(audio: np.ndarray) -> np.ndarray:
+    return audio.mean(axis=0) if audio.ndim == 2 else audio
+
+
+def _bar_lines(n_bars: int, bar_s: float) -> list[float]:
+    return [k * bar_s for k in range(1, n_bars)]
+
+
+def extend_row(pipe, item: dict, seed: int, total: float, variant: str) -> tuple[dict, np.ndarray]:
+    bpm = clamp_bpm(item["bpm"])
+    bar_s = bar_seconds(bpm, TS)
+    seed_clip = pipe.generate(prompt=item["prompt"], bpm=bpm, duration=min(SEED_BARS * bar_s, pipe.max_duration),
+                              seed=seed, variant=variant)
+    src = seed_clip.clips[0].audio
+    have = int(np.floor(_mono(src).size / (bar_s * pipe.sample_rate) + 1e-9))
+    add = int(np.floor(total / bar_s + 1e-9)) - have
+    t0 = time.perf_counter()
+    res = pipe.extend(src, pipe.sample_rate, bars=add, prompt=item["prompt"], bpm=bpm, seed=seed + 1000,
+                      variant=variant)
+    wall = time.perf_counter() - t0
+    mono = _mono(res.clips[0].audio)
+    joins = [w["join_s"] for w in res.windows]
+    n_bars = have + add
+    seams = seam_ratio(mono, pipe.sample_rate, joins, _bar_lines(n_bars, bar_s))
+    drift = beat_phase_drift(mono, pipe.sample_rate, bpm)
+    claps = [w["clap"] for w in res.windows if w["clap"] is not None]
+    return {"prompt": item["prompt"], "bpm": bpm, "seconds": mono.size / pipe.sample_rate, "windows": len(joins),
+            "wall_s": wall, **{f"extend_{k}": v for k, v in seams.items()},
+            "max_drift_ms": drift["max_drift_ms"], "end_drift_ms": drift["end_drift_ms"],
+            "drift_ms": drift["drift_ms"], "clap_first": claps[0] if claps else None,
+            "clap_last": claps[-1] if claps else None, "clap_min": min(claps) if claps else None}, src
+
+
+def inpaint_row(pipe, item: dict, src: np.ndarray, seed: int, variant: str) -> dict:
+    bpm = clamp_bpm(item["bpm"])
+    bar_s = bar_seconds(bpm, TS)
+    sr = pipe.sample_rate
+    res = pipe.inpaint(src, sr, bars=(2, 3), prompt=item["prompt"], bpm=bpm, seed=seed + 2000, variant=variant)
+    out = res.clips[0].audio
+    fade = int(round(res.settings["crossfade_ms"] * sr / 1000))
+    lo, hi = int(round(bar_s * sr)), int(round(3 * bar_s * sr))
+    outside = np.ones(src.shape[-1], dtype=bool)
+    outside[lo - fade:hi + fade] = False
+    unchanged = bool(np.array_equal(out[..., outside], src[..., outside]))
+    n_bars = int(np.floor(src.shape[-1] / (bar_s * sr) + 1e-9))
+    seams = seam_ratio(_mono(out), sr, [bar_s, 3 * bar_s], _bar_lines(n_bars, bar_s))
+    return {"unchanged_outside": unchanged, "changed_samples": int((out != src).any(axis=0).sum() if out.ndim == 2
+                                                                    else (out != src).sum()),
+            **{f"inpaint_{k}": v for k, v in seams.items()}}
+
+
+def loop_row(pipe, item: dict, seed: int, variant: str) -> dict:
+    bpm = clamp_bpm(item["bpm"])
+    bar_s = bar_seconds(bpm, TS)
+    bars = max(1, min(LOOP_BARS, int(np.floor(pipe.max_duration / bar_s + 1e-9))))
+    made = pipe.generate(prompt=item["prompt"], bpm=bpm, duration=bars * bar_s, seed=seed + 3000, variant=variant,
+                         loop=True, stereo=False)
+    plain = pipe.generate(prompt=item["prompt"], bpm=bpm, duration=min(pipe.max_duration, (bars + 0.5) * bar_s),
+                          seed=seed + 3000, variant=variant, stereo=False)
+    cut, _ = loop_on_bars(plain.clips[0].audio, pipe.sample_rate, bpm, TS, bars, 10.0)
+    row = {"loop_bars": bars}
+    for name, clip in (("made", made.clips[0].audio), ("cut", cut)):
+        twice = np.concatenate([clip, clip])
+        seam = clip.size / pipe.sample_rate
+        r = seam_ratio(twice, pipe.sample_rate, [seam], _bar_lines(2 * bars, bar_s))
+        row.update({f"loop_{name}_{k}": v for k, v in r.items()})
+    return row
+
+
+def scaling_rows(pipe, item: dict, src: np.ndarray, lengths: list[float], repeats: int, variant: str) -> list[dict]:
+    bpm = clamp_bpm(item["bpm"])
+    bar_s = bar_seconds(bpm, TS)
+    have = int(np.floor(_mono(src).size / (bar_s * pipe.sample_rate) + 1e-9))
+    rows = []
+    for total in lengths:
+        add = int(np.floor(total / bar_s + 1e-9)) - have
+        times, res = [], None
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            res = pipe.extend(src, pipe.sample_rate, bars=add, prompt=item["prompt"], bpm=bpm, seed=r,
+                              variant=variant)
+            times.append(time.perf_counter() - t0)
+        seconds = _mono(res.clips[0].audio).size / pipe.sample_rate
+        med = statistics.median(times)
+        rows.append({"seconds": seconds, "windows": len(res.windows), "stereo": res.settings["stereo"],
+                     "wall_s": med, "per_minute_s": med / seconds * 60})
+    return rows
+
+
+def run(args, command: str) -> dict:
+    num = check_number("--num", args.num, 1, 64, integer=True)
+    total = check_number("--total", args.total, 10, 180)
+    lengths = [check_number("--lengths", float(v), 10, 180) for v in args.lengths.split(",") if v.strip()]
+    pipe = PrestoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision)
+    variant = args.variant or pipe.default_variant
+    items = heldout_records(args.corpus)[:num]
+    t0 = time.perf_counter()
+    rows = []
+    first_src = None
+    for i, item in enumerate(items):
+        row, src = extend_row(pipe, item, args.seed + i, total, variant)
+        first_src = src if first_src is None else first_src
+        row.update(inpaint_row(pipe, item, src, args.seed + i, variant))
+        row.update(loop_row(pipe, item, args.seed + i, variant))
+        rows.append(row)
+    scaling = scaling_rows(pipe, items[0], first_src, lengths, args.repeats, variant)
+    return {"command": command, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "model": args.model, "variant": variant, "machine": machine_info(pipe.device),
+            "stereo": pipe.has_stereo, "rows": rows, "scaling": scaling,
+            "wall_s": time.perf_counter() - t0}
+
+
+def _mean(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
+    return statistics.fmean(vals) if vals else float("nan")
+
+
+def render_markdown(rep: dict) -> str:
+    m = rep["machine"]
+    rows = rep["rows"]
+    lines = ["# Editing report", "", f"- command: `{rep['command']}`", f"- date: {rep['date']}",
+             f"- model: {rep['model']}; variant {rep['variant']}; {'stereo' if rep['stereo'] else 'mono'}",
+             f"- machine: {m.get('cpu')}; torch {m.get('torch')}; {m.get('threads')} CPU threads; "
+             f"device {m.get('device')}", f"- wall time: {rep['wall_s']:.0f} s", "",
+             "## Seams", "",
+             "Mean spectral flux and loudness jump (dB) at the seams, over the same at the ordinary bar lines "
+             "of the same audio (1 = a seam is like any bar line; target <= 1.2).", ""]
+    summary = []
+    for name, key in (("extend: window joins", "extend"), ("replace bars 2..3: both boundaries", "inpaint"),
+                      ("loop made to loop: loop point", "loop_made"), ("loop cut and crossfaded: loop point",
+                                                                        "loop_cut")):
+        summary.append({"name": name, "seams": sum(r.get(f"{key}_seams", 0) for r in rows),
+                        "flux_ratio": _mean(rows, f"{key}_flux_ratio"),
+                        "loud_ratio": _mean(rows, f"{key}_loudness_db_ratio"),
+                        "loud_seam": _mean(rows, f"{key}_loudness_db_seam"),
+                        "loud_bars": _mean(rows, f"{key}_loudness_db_bars")})
+    lines += markdown_table(summary, [("name", "Seams"), ("seams", "N"), ("flux_ratio", "Flux ratio"),
+                                      ("loud_ratio", "Loudness-jump ratio"), ("loud_seam", "dB at seams"),
+                                      ("loud_bars", "dB at bar lines")])
+    lines += ["", "## Long pieces", "",
+              "Beat drift: change of the beat-grid phase at the asked BPM from the first 20 s segment (ms). "
+              "CLAP: the score of each window's new audio against the prompt.", ""]
+    lines += markdown_table(rows, [("prompt", "Prompt"), ("bpm", "BPM"), ("seconds", "Seconds"),
+                                   ("windows", "Windows"), ("wall_s", "Wall s"), ("max_drift_ms", "Max drift ms"),
+                                   ("end_drift_ms", "End drift ms"), ("clap_first", "CLAP first"),
+                                   ("clap_last", "CLAP last"), ("clap_min", "CLAP min"),
+                                   ("unchanged_outside", "Replace: outside unchanged")])
+    lines += ["", "## Wall time by length", "", "Extending the first seed clip, median of repeats.", ""]
+    lines += markdown_table(rep["scaling"], [("seconds", "Seconds"), ("windows", "Windows"), ("stereo", "Stereo"),
+                                             ("wall_s", "Wall s"), ("per_minute_s", "s per minute of audio")])
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.edit_report", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="model folder or hub id")
+    p.add_argument("--corpus", required=True, help="corpus folder whose metadata.jsonl has split 'heldout' items")
+    p.add_argument("--variant", default=None, help="variant (default: the model's)")
+    p.add_argument("--num", type=int, default=4, help="held-out prompts")
+    p.add_argument("--total", type=float, default=180.0, help="seconds each seed clip is extended to [10, 180]")
+    p.add_argument("--lengths", default="30,60,120,180", help="lengths (s) timed for the scaling table")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats per length")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None)
+    p.add_argument("--markdown", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    torch.set_grad_enabled(False)
+    rep = run_reported(run, args, command_line("python -m train.edit_report", argv))
+    if rep is None:
+        return 2
+    text = render_markdown(rep)
+    print(text)
+    for path, body in ((args.json, lambda: json.dumps(rep, indent=2, default=float)), (args.markdown, lambda: text)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(body())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
