@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from presto_core import editing
 from presto_core.budget import D3
+from presto_core.editing import EditRequest, ValidatedEdit, edit_windows
 from presto_core.errors import PrestoError, check_choice
 from presto_core.pipeline import GenerationCost, PrestoPipeline
 from presto_core.request import LIMITS, GenerationRequest, ValidatedRequest
@@ -244,6 +246,33 @@ class Engine:
         result.settings["model"] = self.model_name  # clips carry no server path
         self._learn(req, result.timings.get("total", 0.0))
         return result
+
+    def edit(self, edit: ValidatedEdit, progress=None):
+        """Run an extend, inpaint or loop edit validated at the edge (:meth:`validate_edit`), one request
+        at a time on the device, like :meth:`generate`."""
+        run = {"extend": editing.extend, "inpaint": editing.inpaint, "loop": editing.loop}[edit.kind]
+        with self._lock:
+            result = run(self.pipe, edit, progress)
+        result.settings["model"] = self.model_name
+        return result
+
+    def check_edit(self, edit: ValidatedEdit) -> float | None:
+        """Expected seconds of an edit (its windows, each a window-long generation) or None before
+        calibration; PrestoError above ``max_request_s``, as :meth:`check_work`."""
+        windows = edit_windows(self.pipe, edit)
+        one = self.estimate(edit.gen)
+        if one is None:
+            return None
+        total = one * windows
+        if total > self.max_request_s:
+            raise PrestoError(f"this edit would take about {total:.0f} s on {self.device} ({windows} window(s) of "
+                              f"{edit.gen.duration:g} s); this server runs at most {self.max_request_s:.0f} s per "
+                              "request: extend by fewer bars at a time")
+        return total
+
+    def validate_edit(self, edit: EditRequest) -> ValidatedEdit:
+        """The one validation of an edit from the page (PrestoError naming the allowed range)."""
+        return edit.validated(self.pipe)
 
     def validate(self, req: GenerationRequest) -> ValidatedRequest:
         """The one validation of a request from the page (PrestoError naming the allowed range)."""

@@ -41,7 +41,7 @@ from presto_core.music import CROSSFADE_MS, bar_seconds, parse_time_signature
 from presto_core.request import GenerationRequest, ValidatedRequest
 from presto_core.results import Clip, GenerationResult
 
-EDIT_KINDS = ("extend", "inpaint")
+EDIT_KINDS = ("extend", "inpaint", "loop")
 # Extensions never end closer than this to a window's end: the model may treat a window's last
 # second as the end of a piece.
 WINDOW_GUARD_S = 1.0
@@ -52,8 +52,8 @@ WIDEN_CHUNK_S, WIDEN_MARGIN_S, WIDEN_FADE = 30.0, 2.0, 2048
 # How far the regenerated part departs from where it starts (1 = from pure noise): an extension
 # starts from its last bars repeated, a replacement from the bars it replaces, a loop's seam from
 # the clip around it. Set by the measured seams and beat drift (train/README.md, "Editing").
-STRENGTH = {"extend": 0.8, "inpaint": 0.9}
 LOOP_STRENGTH = 0.7
+STRENGTH = {"extend": 0.8, "inpaint": 0.9, "loop": LOOP_STRENGTH}
 # Bars an extension repeats as its starting point (a phrase; fewer when the context is shorter).
 TILE_BARS = 4
 
@@ -87,7 +87,8 @@ class EditRequest:
 
     kind "extend" adds ``bars`` whole bars after the source's last complete bar (the total at most
     ``LIMITS["piece_seconds"]``); kind "inpaint" regenerates bars ``replace[0]..replace[1]``
-    (1-based, inclusive). ``bpm`` is the source's tempo and must be given. The other fields are
+    (1-based, inclusive); kind "loop" makes the source's first ``bars`` bars (None: as many as fit
+    one window) loop. ``bpm`` is the source's tempo and must be given. The other fields are
     :class:`GenerationRequest`'s; ``strength`` (0, 1] is how far the regenerated audio departs from
     where it starts (the last bars repeated, or the bars replaced; 1 = from pure noise; default
     STRENGTH[kind]); ``stereo`` None follows the source's channels (and True widens a
@@ -158,6 +159,11 @@ class EditRequest:
             out["bars"] = check_number(f"bars to add (the piece may last at most {hi:g} s: {max_total} bars of "
                                        f"{self.time_signature} at {gen.bpm:g} BPM)", self.bars, 1, room, integer=True)
             out["window_bars"] = _window_bars(pipe, bar, ctx)
+        elif self.kind == "loop":
+            fit = min(complete, int(math.floor(window / (bar / sr) + 1e-3)))
+            bars = fit if self.bars in (None, 0) else self.bars
+            out["bars"] = check_number(f"loop bars (whole bars of the clip that fit the model's {window:g} s window)",
+                                       bars, 1, fit, integer=True)
         else:
             out["replace"] = _check_range(self.replace, complete, bar, sr, pipe, out["fade"], self.time_signature,
                                           gen.bpm)
@@ -357,7 +363,8 @@ def extend(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
     scores = [w["clap"] for w in windows if w["clap"] is not None]
     settings = _settings(pipe, edit, seed, total / sr, bars_added=edit.bars, window_bars=list(edit.window_bars))
     clip = Clip(audio.astype(np.float32), float(np.mean(scores)) if scores else None, 0)
-    return GenerationResult(clips=[clip], sample_rate=sr, settings=settings, timings=timings, windows=windows)
+    return GenerationResult(clips=[clip], sample_rate=sr, settings=settings, timings=timings, windows=windows,
+                            changed=[(max(0, first_join - edit.fade) / sr, total / sr)])
 
 
 def tiled(audio: np.ndarray, period: float, n: int) -> np.ndarray:
@@ -367,6 +374,13 @@ def tiled(audio: np.ndarray, period: float, n: int) -> np.ndarray:
     k = np.arange(n, dtype=np.float64)
     idx = np.floor(audio.shape[-1] - period + np.mod(k, period)).astype(np.int64)
     return audio[np.clip(idx, 0, audio.shape[-1] - 1)].astype(np.float32)
+
+
+def edit_windows(pipe, edit: ValidatedEdit) -> int:
+    """How many windows (model calls of one window each) ``edit`` samples."""
+    if edit.kind != "extend":
+        return 1
+    return len(_extend_plan(edit.complete_bars, edit.bars, *edit.window_bars))
 
 
 def _extend_plan(have: int, add: int, ctx: int, new: int) -> list[tuple[int, int, int]]:
@@ -431,7 +445,8 @@ def inpaint(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
                 "clap": _clap(pipe, req.prompt, mono[lo_s:hi_s])}]
     settings = _settings(pipe, edit, seed, src_mono.shape[-1] / sr, replaced_bars=[a, b])
     clip = Clip(audio.astype(np.float32), windows[0]["clap"], 0)
-    return GenerationResult(clips=[clip], sample_rate=sr, settings=settings, timings=timings, windows=windows)
+    return GenerationResult(clips=[clip], sample_rate=sr, settings=settings, timings=timings, windows=windows,
+                            changed=[(max(0, lo_s - edit.fade) / sr, min(src_mono.shape[-1], hi_s + edit.fade) / sr)])
 
 
 def replace_range(pipe, req: ValidatedRequest, cond, mono: np.ndarray, lo: int, hi: int, fade: int,
@@ -475,6 +490,32 @@ def make_loop(pipe, req: ValidatedRequest, cond, mono: np.ndarray, bars: int, ba
     new, _ = replace_range(pipe, req, cond, rolled, lo, hi, fade, gen, LOOP_STRENGTH if strength is None else strength,
                            callback=callback)
     return np.roll(splice(rolled, new, lo, hi, fade), shift)
+
+
+def loop(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
+    """The first ``edit.bars`` bars of ``edit.audio`` made to loop (:func:`make_loop`): outside the
+    seam's bars the clip's own samples (its mid, widened again for stereo)."""
+    progress = progress or (lambda stage, i, n: None)
+    t0 = time.perf_counter()
+    req, sr = edit.gen, pipe.sample_rate
+    seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
+    gen = torch.Generator(device=pipe.device).manual_seed(seed)
+    n = int(round(edit.bars * edit.bar))
+    mono = np.ascontiguousarray(edit.audio.mean(axis=0)[:n])
+    progress("window", 0, 1)
+    looped = make_loop(pipe, req, pipe.encode_prompt(req.prompt, 1), mono, edit.bars, edit.bar, edit.fade, gen,
+                       callback=lambda j, k, _x: progress("generation", j + 1, k), strength=edit.strength)
+    timings = {"generation": time.perf_counter() - t0}
+    t1 = time.perf_counter()
+    audio = widen_loop(pipe, looped) if edit.stereo else looped
+    timings["stereo"] = time.perf_counter() - t1
+    timings["total"] = time.perf_counter() - t0
+    half = (min(edit.bar, n / 4) + edit.fade) / sr  # make_loop's regenerated span each side of the seam
+    windows = [{"window": 0, "start_s": 0.0, "join_s": 0.0, "end_s": n / sr, "clap": _clap(pipe, req.prompt, looped)}]
+    settings = _settings(pipe, edit, seed, n / sr, loop_bars=edit.bars)
+    return GenerationResult(clips=[Clip(audio.astype(np.float32), windows[0]["clap"], 0)], sample_rate=sr,
+                            settings=settings, timings=timings, windows=windows,
+                            changed=[(0.0, min(half, n / sr)), (max(0.0, n / sr - half), n / sr)])
 
 
 # ---------------------------------------------------------------------------------------------

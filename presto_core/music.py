@@ -60,7 +60,8 @@ def bars_to_seconds(bars, bpm: float, ts: str, max_duration: float) -> float:
 def loop_bars(duration: float, bpm: float, ts: str) -> int:
     """Whole bars a loop of ``duration`` seconds holds; PrestoError when not even one."""
     one = bar_seconds(bpm, ts)
-    bars = int(math.floor(duration / one + 1e-9))
+    # A duration a hair short of whole bars (seconds rounded for display) still holds them.
+    bars = int(math.floor(duration / one + 1e-3))
     if bars < 1:
         raise PrestoError(f"a loop needs at least one bar: one bar of {ts} at {bpm:g} BPM lasts {one:.2f} s, "
                           f"longer than the {duration:g} s asked for")

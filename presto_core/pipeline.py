@@ -437,3 +437,12 @@ class PrestoPipeline:
         edit = EditRequest(kind="inpaint", source=audio, source_sr=sample_rate, replace=bars, prompt=prompt, bpm=bpm,
                            **kwargs).validated(self)
         return editing.inpaint(self, edit, progress)
+
+    def make_loop(self, audio, sample_rate: int, prompt: str, bpm: float, bars: int | None = None,
+                  progress: Progress | None = None, **kwargs) -> GenerationResult:
+        """The first ``bars`` bars of ``audio`` (None: as many as fit one window) made to loop: the
+        audio around the end-to-start seam is regenerated with both sides known, the rest kept.
+        Keywords as :meth:`extend`."""
+        edit = EditRequest(kind="loop", source=audio, source_sr=sample_rate, bars=bars, prompt=prompt, bpm=bpm,
+                           **kwargs).validated(self)
+        return editing.loop(self, edit, progress)

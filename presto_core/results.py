@@ -31,13 +31,15 @@ class Clip:
 class GenerationResult:
     """Clips best-first, the sample rate (Hz), the exact settings that reproduce them (JSON-able),
     per-stage latency in seconds and the real-time factor (seconds of audio per second); an edit
-    (extend, inpaint) also lists its windows: start, join and end (s) and the new audio's CLAP score."""
+    (extend, inpaint, loop) also lists its windows (start, join and end in s, and the new audio's
+    CLAP score) and the (start, end) seconds of the output it regenerated, fades included."""
 
     clips: list[Clip]
     sample_rate: int
     settings: dict
     timings: dict = field(default_factory=dict)
     windows: list = field(default_factory=list)
+    changed: list = field(default_factory=list)
 
     @property
     def rtf(self) -> float:

@@ -137,6 +137,7 @@ def test_extend_marches_windows_and_keeps_the_source(pipe, variant):
     s = res.settings
     assert (s["edit"], s["bars_added"], s["seed"], s["variant"], s["duration"]) == ("extend", 5, 4, variant, 12.0)
     assert s["source_sha256"] == source_hash(src[None], SR)
+    assert res.changed == [(pytest.approx((BAR - fade) / SR), pytest.approx(12.0))]
     again = pipe.extend(src, SR, bars=5, prompt="warm pads", bpm=BPM, seed=4, variant=variant, stereo=False,
                         context_seconds=2.0)
     assert np.array_equal(again.clips[0].audio, out)
@@ -299,3 +300,19 @@ def test_cli_plain_file_without_bpm_is_refused(pipe, tmp_path, capsys):
     assert cli_main(["--prompt", "x", "--extend-bars", "1", "--model", pipe.source,
                      "--out", str(tmp_path / "o.wav")]) == 2
     assert "give it with --source" in capsys.readouterr().err
+
+
+def test_make_loop_of_any_clip(pipe):
+    src = _tone(7.0, stereo=True)  # 3 complete bars
+    res = pipe.make_loop(src, SR, prompt="x", bpm=BPM, seed=1)
+    out = res.clips[0].audio
+    assert out.shape == (2, 3 * BAR) and res.settings["loop_bars"] == 3 and res.settings["edit"] == "loop"
+    (a0, a1), (b0, b1) = res.changed
+    assert a0 == 0.0 and b1 == pytest.approx(6.0) and a1 < b0
+    keep = slice(int(a1 * SR) + 1, int(b0 * SR) - 1)
+    # Outside the seam's bars the mid is the clip's own (widened again, so the sides may differ).
+    np.testing.assert_allclose(out.mean(axis=0)[keep], src.mean(axis=0)[keep], atol=1e-6)
+    two = pipe.make_loop(src, SR, prompt="x", bpm=BPM, bars=2, seed=1, stereo=False)
+    assert two.clips[0].audio.shape == (2 * BAR,)
+    with pytest.raises(PrestoError, match=r"loop bars .* must be an integer in \[1, 3\]"):
+        pipe.make_loop(src, SR, prompt="x", bpm=BPM, bars=4)
