@@ -34,7 +34,7 @@ SR = 16000
 _UNCLEAR = re.compile(r"validation error for|didn't receive enough|Traceback|<gradio\.|object at 0x|"
                       r"unhashable|KeyError|AttributeError|TypeError|IndexError|NoneType|"
                       r"(?<![\w.])/(?:tmp|root|home|work|usr|etc|var)/", re.I)
-_INTERNAL = re.compile(r"^(Generation|Loop export|Reading the settings) failed \(", re.I)
+_INTERNAL = re.compile(r"^(Generation|Loop export|Reading the settings|Extending|Replacing bars) failed \(", re.I)
 GENERIC = [None, "", "abc", [], [1, 2], {}, {"a": 1}, True, False, -1, 0, 1e308, -1e308, "NaN", "inf", 3.5,
            10 ** 30, "\ud800", "x" * 10000, float("nan"), float("inf")]
 EDGES = {
@@ -58,6 +58,11 @@ EDGES = {
     "variant_b": ["nope", 3],
     "own_steps": ["yes", 2, None],
     "crossfade_ms": [-1, 1e6, "ten"],
+    "loop": ["yes", 2, [True]],
+    "mode": ["loop", "MADE TO LOOP", 1],
+    "source_bpm": [39, 241, "slow"],
+    "bar_from": [0, 2, 1.5, -1, 1000],
+    "bar_to": [0, 3, 1.5, 1000],
 }
 BAD_PAYLOADS = [{"path": 5, "meta": {"_type": "gradio.FileData"}}, "file.wav", 5, [], {"meta": {"_type": "gradio.FileData"}},
                 {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, {"path": "/etc/passwd"},
@@ -182,8 +187,10 @@ class Fuzzer:
         """(input names, a valid quick input list) of an endpoint."""
         gen = dict(prompt="dusty boom bap drums", bpm=96, duration_mode="seconds", duration=1.0, bars=4,
                    time_signature="4/4", variant=self.variant, steps=1, rho=7.0, reject_ratio=0.0, num_clips=1,
-                   seed=7, drop_schedule="", stereo=None)
+                   seed=7, drop_schedule="", stereo=None, loop=False)
         src = self.uploads["mono.wav"]
+        edit = dict(prompt="dusty boom bap drums", source_bpm=120, time_signature="4/4", variant=self.variant,
+                    steps=1, rho=7.0, seed=7, stereo=False, strength=None)
         table = {
             "generate": gen,
             "estimate": gen,
@@ -194,7 +201,11 @@ class Fuzzer:
             "ab_compare": {"variant_a": self.variant, "variant_b": self.variant, "own_steps": False,
                            **{k: gen[k] for k in ("prompt", "bpm", "duration_mode", "duration", "bars",
                                                   "time_signature", "steps", "rho", "seed", "stereo")}},
-            "export_loop": {"clip": src, "bpm": 120, "time_signature": "4/4", "bars": 0, "crossfade_ms": 10},
+            "export_loop": {"clip": src, "bpm": 120, "time_signature": "4/4", "bars": 0, "crossfade_ms": 10,
+                            "mode": "cut and crossfade", "prompt": "dusty boom bap drums", "variant": self.variant,
+                            "seed": 7},
+            "extend": {"clip": src, "bars": 1, **edit},
+            "replace_bars": {"clip": src, "bar_from": 1, "bar_to": 1, **edit},
             "settings_from_wav": {"file": src},
         }
         d = table[api]
@@ -213,7 +224,7 @@ class Fuzzer:
             status, msg = self.call(name, [])
             return f"name {name}", classify(status, msg), msg or ""
         api = rng.choice(["generate", "generate", "variation", "rho_sweep", "ab_compare", "export_loop",
-                          "settings_from_wav", "estimate"])
+                          "settings_from_wav", "estimate", "extend", "replace_bars"])
         names, data = self.valid(api)
         label = api
         if roll < 0.12:

@@ -23,15 +23,18 @@ import torch
 
 from presto_core.audio import read_wav_settings, write_wav
 from presto_core.errors import PrestoError, check_bool, check_choice, check_number, shown
+from presto_core.editing import EditRequest
 from presto_core.request import LIMITS, GenerationRequest, ValidatedRequest
 
 from app import results as R
 from app.api_guard import JobCancelled, job_alive, scrub_paths
+from app.edit_figure import edit_figure
 from app.engine import Engine
 from presto_core.music import TIME_SIGNATURES, bars_to_seconds, loop_on_bars, parse_time_signature
 
 log = logging.getLogger("presto.app")
 MAX_SWEEP = 8
+LOOP_MODES = ("cut and crossfade", "made to loop")
 LOOP_MAX_SECONDS = 120.0  # a loop is cut from at most this much of an upload (the rest is not decoded)
 UPLOAD_RATES = (8000, 192000)  # Hz
 DURATION_MODES = ("seconds", "bars")
@@ -132,7 +135,8 @@ class Controls:
     object that travels from an endpoint to :meth:`Handlers.request`. ``duration`` is in seconds
     when ``duration_mode`` is "seconds", else ``bars`` of ``time_signature`` at ``bpm`` set it;
     ``seed`` -1/None/'' is random; ``drop_schedule`` is text like '14, 12, 8, 4, 0' or empty;
-    ``stereo`` True/False is the Stereo switch (None: stereo when the model can)."""
+    ``stereo`` True/False is the Stereo switch (None: stereo when the model can); ``loop`` makes the
+    clip loop (whole bars)."""
 
     prompt: Optional[str]
     bpm: Any
@@ -148,6 +152,7 @@ class Controls:
     seed: Any
     drop_schedule: Any
     stereo: Any = None
+    loop: Any = False
 
     @classmethod
     def from_inputs(cls, inputs: dict, **overrides) -> "Controls":
@@ -182,20 +187,23 @@ class Handlers:
             prompt="" if c.prompt is None else c.prompt, bpm=c.bpm, duration=self.duration_of(c),
             steps=None if c.steps in (None, "") else c.steps, rho=c.rho, reject_ratio=c.reject_ratio,
             seed=parse_seed(c.seed), num_clips=c.num_clips, variant=c.variant or None,
-            drop_schedule=parse_drop_schedule(c.drop_schedule), stereo=c.stereo, **extra)
+            drop_schedule=parse_drop_schedule(c.drop_schedule), stereo=c.stereo,
+            loop=False if c.loop in (None, "") else c.loop, time_signature=c.time_signature, **extra)
         return self.engine.validate(req)
 
     # -- endpoints ----------------------------------------------------------------------------
     @guarded
     def generate(self, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, rho,
-                 reject_ratio, num_clips, seed, drop_schedule, stereo=None, progress=gr.Progress()):
-        """Generate clips; returns (record for the page, WAV files, report JSON, latency text)."""
+                 reject_ratio, num_clips, seed, drop_schedule, stereo=None, loop=False, progress=gr.Progress()):
+        """Generate clips (``loop``: each made to loop, whole bars); returns (record for the page, WAV
+        files, report JSON, latency text)."""
         c = Controls.from_inputs(locals())
         return self._run(self.request(c), c.time_signature, "generate", progress)
 
     @guarded
     def variation(self, init_audio, strength, prompt, bpm, duration_mode, duration, bars, time_signature, variant,
-                  steps, rho, reject_ratio, num_clips, seed, drop_schedule, stereo=None, progress=gr.Progress()):
+                  steps, rho, reject_ratio, num_clips, seed, drop_schedule, stereo=None, loop=False,
+                  progress=gr.Progress()):
         """Regenerate from ``init_audio`` (a file; a stereo one is mixed down to mono for encoding) at
         noise level ``strength`` (0.01 .. 1); the clip's own length (up to the model's maximum)
         replaces the duration control."""
@@ -282,25 +290,111 @@ class Handlers:
         return record, [e["wav"] for e in entries], {"seed": seed, **rows}
 
     @guarded(failed="Loop export failed")
-    def export_loop(self, clip, bpm, time_signature, bars, crossfade_ms):
-        """Cut ``clip`` to whole bars from its start (bars 0 = as many as fit) with a crossfaded
-        seam; a stereo clip gives a stereo loop. The tempo stored in a generated clip's metadata wins
-        over ``bpm``."""
+    def export_loop(self, clip, bpm, time_signature, bars, crossfade_ms, mode=LOOP_MODES[0], prompt=None,
+                    variant=None, seed=None, progress=gr.Progress()):
+        """Cut ``clip`` to whole bars from its start (bars 0 = as many as fit). ``mode`` "cut and
+        crossfade" fades the seam (``crossfade_ms``); "made to loop" regenerates the audio around the
+        seam with the model so the end flows into the start (the clip's prompt, or ``prompt``). A
+        stereo clip gives a stereo loop. The tempo stored in a generated clip's metadata wins over
+        ``bpm``."""
+        mode = check_choice("loop mode", mode, LOOP_MODES)
         audio, sr = self._read_audio(clip, "loop export needs a clip: upload one or pick a result",
                                      max_seconds=LOOP_MAX_SECONDS)
-        try:
-            settings = read_wav_settings(clip) or {}
-        except Exception:  # noqa: BLE001 - not a WAV with our metadata
-            settings = {}
+        settings = _wav_settings(clip)
         bpm = settings.get("bpm", bpm)
         bpm = check_number("bpm", bpm, *LIMITS["bpm"])
         bars = 0 if bars in (None, "") else bars
-        loop, used = loop_on_bars(audio, sr, bpm, time_signature, bars, crossfade_ms)
+        if mode == LOOP_MODES[0]:
+            loop, used = loop_on_bars(audio, sr, bpm, time_signature, bars, crossfade_ms)
+            extra = {"loop_crossfade_ms": crossfade_ms, "loop_mode": mode}
+        else:
+            text = prompt if isinstance(prompt, str) and prompt.strip() else settings.get("prompt") or prompt
+            edit = self.engine.validate_edit(EditRequest(
+                kind="loop", source=audio, source_sr=sr, bars=bars or None, prompt="" if text is None else text,
+                bpm=bpm, time_signature=time_signature, variant=variant or None, seed=parse_seed(seed),
+                stereo=audio.ndim == 2 and self.engine.pipe.has_stereo))
+            self.engine.check_edit(edit)
+            result = self.engine.edit(edit, progress=_edit_progress(progress))
+            loop, used, sr = result.clips[0].audio, edit.bars, result.sample_rate
+            extra = {**result.settings, "loop_mode": mode}
         run = self.store.new_run("loop")
         path = run / f"loop_{used}bars.wav"
         write_wav(path, loop, sr, {**settings, "bpm": bpm, "time_signature": time_signature, "loop_bars": used,
-                                   "loop_crossfade_ms": crossfade_ms})
+                                   **extra})
         return str(path)
+
+    # -- edits --------------------------------------------------------------------------------
+    @guarded(failed="Extending failed")
+    def extend(self, clip, bars, prompt, source_bpm, time_signature, variant, steps, rho, seed, stereo=None,
+               strength=None, progress=gr.Progress()):
+        """Continue ``clip`` (a result or an upload, up to 3 minutes in all) by ``bars`` bars from
+        its last complete bar. A clip written by Presto carries its tempo and time signature; any
+        other needs ``source_bpm``. Returns the page record (the extended clip, then its source),
+        its WAV, the report (windows with their CLAP scores) and the latency line."""
+        src = self._edit_source(clip, source_bpm, time_signature)
+        edit = self._edit("extend", src, prompt, variant, steps, rho, seed, stereo, strength, bars=bars)
+        return self._run_edit(edit, src, f"Extended by {edit.bars} bar{'s' if edit.bars > 1 else ''}", progress)
+
+    @guarded(failed="Replacing bars failed")
+    def replace_bars(self, clip, bar_from, bar_to, prompt, source_bpm, time_signature, variant, steps, rho, seed,
+                     stereo=None, strength=None, progress=gr.Progress()):
+        """Regenerate bars ``bar_from``..``bar_to`` (1-based, inclusive) of ``clip`` from ``prompt``;
+        outside them and a 30 ms fade each side the clip is unchanged, sample for sample. Tempo as
+        :meth:`extend`. Same outputs."""
+        src = self._edit_source(clip, source_bpm, time_signature)
+        edit = self._edit("inpaint", src, prompt, variant, steps, rho, seed, stereo, strength,
+                          replace=(bar_from, bar_to))
+        a, b = edit.replace
+        return self._run_edit(edit, src, f"Bars {a}-{b} replaced" if b > a else f"Bar {a} replaced", progress)
+
+    def _edit_source(self, clip, source_bpm, time_signature) -> dict:
+        """The clip to edit: audio (mono (N,) or stereo (2, N)), rate, the settings it carries, its
+        tempo (its own, else ``source_bpm``; None when neither) and time signature."""
+        hi = LIMITS["piece_seconds"][1]
+        audio, sr = self._read_audio(clip, "an edit needs a clip: upload one, or press Extend or Replace under a "
+                                           "result", max_seconds=hi + 1.0)
+        if audio.shape[-1] > hi * sr:
+            raise PrestoError(f"the clip lasts more than {hi:g} s; clips of at most {hi:g} s can be edited")
+        settings = _wav_settings(clip)
+        bpm = settings.get("bpm")
+        if bpm is None and source_bpm not in (None, "", 0, -1):
+            bpm = source_bpm
+        ts = settings.get("time_signature") if settings.get("time_signature") in TIME_SIGNATURES else time_signature
+        return {"audio": audio, "sr": sr, "settings": settings, "bpm": bpm, "time_signature": ts}
+
+    def _edit(self, kind, src, prompt, variant, steps, rho, seed, stereo, strength, **extra):
+        text = prompt if isinstance(prompt, str) and prompt.strip() else src["settings"].get("prompt", prompt)
+        return self.engine.validate_edit(EditRequest(
+            kind=kind, source=src["audio"], source_sr=src["sr"], prompt="" if text is None else text,
+            bpm=src["bpm"], time_signature=src["time_signature"], variant=variant or None,
+            steps=None if steps in (None, "") else steps, rho=rho, seed=parse_seed(seed),
+            stereo=None if stereo is None else check_bool("stereo", stereo),
+            strength=None if strength in (None, "") else strength, **extra))
+
+    def _run_edit(self, edit, src, title, progress):
+        expected = self.engine.check_edit(edit)
+        progress(0.0, desc="waiting for the model")
+        result = self.engine.edit(edit, progress=_edit_progress(progress))
+        progress(0.97, desc="writing files")
+        run = self.store.new_run(edit.kind)
+        ts = edit.time_signature
+        clip = result.clips[0]
+        settings = {**result.settings, "candidate": 0, "time_signature": ts,
+                    "clap_score": None if clip.clap_score is None else round(float(clip.clap_score), 4)}
+        entry = R.write_clip(run, "edit", clip.audio, result.sample_rate, settings, ts)
+        entry["png"] = str(edit_figure(edit.audio, clip.audio, result.sample_rate, result.changed,
+                                       run / "edit_changes.png"))
+        entry.update(title=title, latency=R.latency_markdown(result, expected))
+        source_settings = {**src["settings"], "bpm": edit.gen.bpm, "time_signature": ts}
+        source_settings.setdefault("prompt", edit.gen.prompt)
+        audio = edit.audio if edit.audio.shape[0] == 2 else edit.audio[0]
+        source = R.write_clip(run, "source", audio, result.sample_rate, source_settings, ts)
+        source.update(title="Source")
+        record = {"kind": edit.kind, "clips": [entry, source], "seed": result.settings["seed"]}
+        windows = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in w.items()} for w in result.windows]
+        rep = R.report([entry], result, expected, device=self.engine.device, windows=windows,
+                       changed_s=[[round(a, 4), round(b, 4)] for a, b in result.changed])
+        return record, [entry["wav"]], rep, R.latency_markdown(result, expected, label=title)
 
     @guarded(failed="Reading the settings failed")
     def settings_from_wav(self, file):
@@ -314,7 +408,7 @@ class Handlers:
         return settings
 
     def estimate(self, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, rho,
-                 reject_ratio, num_clips, seed, drop_schedule, stereo=None) -> str:
+                 reject_ratio, num_clips, seed, drop_schedule, stereo=None, loop=False) -> str:
         """Expected latency on this device, or the validation problem, as one line of markdown."""
         c = Controls.from_inputs(locals())
         try:
@@ -372,6 +466,34 @@ class Handlers:
             raise PrestoError("the audio file has NaN or infinite samples")
         audio = audio[:, 0] if audio.shape[1] == 1 else np.ascontiguousarray(audio.T)
         return audio.astype(np.float32, copy=False), int(sr)
+
+
+def _wav_settings(path) -> dict:
+    """The Presto settings a file carries, or {} for any file without them."""
+    try:
+        return read_wav_settings(path) or {}
+    except Exception:  # noqa: BLE001 - not a WAV with our metadata
+        return {}
+
+
+def _edit_progress(progress):
+    """The edits' (stage, i, n) callback onto gr.Progress: one bar across the windows, its text
+    naming the window and the sampler step inside it; cancellation as :func:`_progress_fn`."""
+    at = {"i": 0, "n": 1}
+
+    def cb(stage, i, n):
+        if not job_alive():
+            raise JobCancelled("the request was cancelled or its page was closed; nothing was written")
+        if stage == "window":
+            at.update(i=i, n=max(n, 1))
+            progress(0.95 * i / at["n"], desc=f"window {i + 1}/{at['n']}")
+        elif stage == "generation":
+            frac = (at["i"] + (i / n if n else 0.0)) / at["n"]
+            progress(0.95 * frac, desc=f"window {at['i'] + 1}/{at['n']} step {i}/{n}")
+        else:
+            progress(0.96, desc=stage)
+
+    return cb
 
 
 def parse_rho_list(text) -> list[float]:

@@ -1,8 +1,8 @@
 """The Blocks layout and its wiring. ``build_ui(engine, handlers)`` returns the
 gr.Blocks; nothing here holds a model (the engine is built in app.main and closed over).
 
-Named API endpoints: generate, variation, rho_sweep, ab_compare, export_loop, settings_from_wav,
-estimate, info. Every endpoint that runs the model shares the concurrency group "model".
+Named API endpoints: generate, variation, extend, replace_bars, rho_sweep, ab_compare, export_loop,
+settings_from_wav, estimate, info. Every endpoint that runs the model shares the concurrency group "model".
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from presto_core.request import LIMITS
 
 from app.api_guard import PrestoBlocks
 from app.engine import CUSTOM, QUALITY, Engine
-from app.handlers import MAX_SWEEP, Handlers, apply_settings, guarded
+from app.handlers import LOOP_MODES, MAX_SWEEP, Handlers, apply_settings, guarded
 from presto_core.music import MAX_BARS, TIME_SIGNATURES
 from app.results import clip_markdown
 
@@ -143,6 +143,8 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                                                  elem_id="stereo",
                                                  info="mono-to-stereo: the mono clip is the mid" if has_stereo
                                                  else "this model folder has no mono-to-stereo component")
+                            loop = gr.Checkbox(value=False, label="Loop", scale=1, elem_id="loop",
+                                               info="whole bars; the end flows into the start")
                         with gr.Accordion("Advanced", open=False):
                             steps = Slider(*LIMITS["steps"], value=engine.default_steps(default_v), step=1,
                                            label="Steps", elem_id="steps")
@@ -179,8 +181,27 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                             strength = Slider(*LIMITS["strength"], value=0.5, step=0.01,
                                               label="Strength (1 = ignore the source, small = stay close)")
                             var_btn = gr.Button("Generate variation", variant="secondary")
+                        with gr.Accordion("Extend or replace bars", open=False):
+                            edit_audio = gr.Audio(label="Clip to edit (upload, or use Extend / Replace under a "
+                                                        "result)", type="filepath", sources=["upload"])
+                            source_bpm = Number(value=None, label="Source BPM (clips from Presto carry their own)",
+                                                minimum=None, maximum=None, elem_id="source-bpm")
+                            with gr.Row():
+                                edit_bars = Number(value=8, precision=0, label="Bars to add", minimum=None,
+                                                   maximum=None)
+                                extend_btn = gr.Button("Extend", variant="secondary", elem_id="extend-btn")
+                            with gr.Row():
+                                edit_from = Number(value=2, precision=0, label="Replace from bar", minimum=None,
+                                                   maximum=None)
+                                edit_to = Number(value=2, precision=0, label="to bar", minimum=None, maximum=None)
+                                replace_btn = gr.Button("Replace bars", variant="secondary", elem_id="replace-btn")
+                            edit_strength = Number(value=None, label="Edit strength (0.01-1; 1 = from pure noise; "
+                                                                     "empty = 0.8 to extend, 0.9 to replace)",
+                                                   minimum=None, maximum=None)
                         with gr.Accordion("Loop export", open=False):
                             loop_clip = gr.Audio(label="Clip to loop", type="filepath", sources=["upload"])
+                            loop_mode = _unchecked(gr.Radio(list(LOOP_MODES), value=LOOP_MODES[0], label="Loop",
+                                                            info="made to loop: the model regenerates the seam"))
                             with gr.Row():
                                 loop_bars = Number(value=0, precision=0, label="Bars (0 = as many as fit)")
                                 loop_xf = Slider(0, 100, value=10, step=1, label="Crossfade (ms)")
@@ -188,7 +209,7 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                             loop_file = gr.File(label="Loop WAV", interactive=False)
                     with gr.Column(scale=3, min_width=420):
                         latency = gr.Markdown("Results appear here.", label="latency", elem_id="latency")
-                        slots, slot_out = [], []
+                        slots, slot_out, cards = [], [], []
                         for i in range(MAX_CLIPS):
                             with gr.Group(visible=False, elem_classes="presto-slot") as grp:
                                 info = gr.Markdown()
@@ -202,7 +223,18 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                                     dl_loop = gr.DownloadButton("⬇ Loop", size="sm", visible=False)
                                     use_btn = gr.Button("Use these settings", size="sm")
                                     vary_btn = gr.Button("Vary", size="sm")
+                                with gr.Row():
+                                    card_add = Number(value=8, precision=0, label="bars", min_width=70, scale=1,
+                                                      minimum=None, maximum=None)
+                                    card_ext = gr.Button("Extend", size="sm", scale=1, elem_id=f"clip-extend-{i}")
+                                    card_a = Number(value=2, precision=0, label="from bar", min_width=70, scale=1,
+                                                    minimum=None, maximum=None)
+                                    card_b = Number(value=2, precision=0, label="to bar", min_width=70, scale=1,
+                                                    minimum=None, maximum=None)
+                                    card_rep = gr.Button("Replace bars", size="sm", scale=1,
+                                                         elem_id=f"clip-replace-{i}")
                             slots.append((use_btn, vary_btn))
+                            cards.append((card_add, card_ext, card_a, card_b, card_rep))
                             slot_out += [grp, info, audio, img, dl, dl_loop]
                         with gr.Accordion("Files and report (what the API returns)", open=False):
                             files = gr.File(label="WAV files", file_count="multiple", interactive=False)
@@ -249,7 +281,7 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
 
         # ---- wiring -------------------------------------------------------------------------
         controls = [prompt, bpm, dur_mode, duration, bars, time_sig, variant, steps, rho, reject, num_clips, seed,
-                    drop, stereo]
+                    drop, stereo, loop]
         filled = [prompt, bpm, dur_mode, duration, time_sig, variant, steps, rho, reject, num_clips, seed, drop,
                   stereo, rho_log, quality]
 
@@ -270,11 +302,29 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                                          steps, rho, seed, stereo], [ab_state, ab_files, ab_rep], api_name="ab_compare",
                           **gpu)
         ab.success(lambda r: _slot_updates(r, 2, False), ab_state, ab_out, api_visibility="private", **cheap)
+        edit_outputs = [gen_state, files, rep, latency]
+        edit_common = [prompt, source_bpm, time_sig, variant, steps, rho, seed, stereo, edit_strength]
+        edits = [extend_btn.click(h.extend, [edit_audio, edit_bars, *edit_common], edit_outputs, api_name="extend",
+                                  **gpu),
+                 replace_btn.click(h.replace_bars, [edit_audio, edit_from, edit_to, *edit_common], edit_outputs,
+                                   api_name="replace_bars", **gpu)]
+        for i, (card_add, card_ext, card_a, card_b, card_rep) in enumerate(cards):
+            # A result's own WAV carries its tempo: the card's buttons edit it in place of an upload.
+            edits.append(card_ext.click(functools.partial(_card_edit, h.extend, i), [gen_state, card_add, *edit_common],
+                                        edit_outputs, api_visibility="private", **gpu))
+            edits.append(card_rep.click(functools.partial(_card_edit, h.replace_bars, i),
+                                        [gen_state, card_a, card_b, *edit_common], edit_outputs,
+                                        api_visibility="private", **gpu))
+        for ev in edits:
+            ev.success(lambda r: _slot_updates(r, MAX_CLIPS, True), gen_state, slot_out, api_visibility="private",
+                       **cheap)
         # Stop: Gradio cancels the running job; the handler notices between sampler steps and frees
         # the model (app/api_guard.job_alive). gradio_client's Job.cancel() posts to this too.
-        stop_btn.click(None, None, None, cancels=[gen, var, sweep, ab], api_visibility="private", **cheap)
-        loop_btn.click(h.export_loop, [loop_clip, bpm, time_sig, loop_bars, loop_xf], loop_file,
-                       api_name="export_loop", concurrency_limit=LOOP_CONCURRENCY)
+        loop_ev = loop_btn.click(h.export_loop, [loop_clip, bpm, time_sig, loop_bars, loop_xf, loop_mode, prompt,
+                                                 variant, seed], loop_file, api_name="export_loop",
+                                 concurrency_limit=LOOP_CONCURRENCY)
+        stop_btn.click(None, None, None, cancels=[gen, var, sweep, ab, loop_ev, *edits], api_visibility="private",
+                       **cheap)
 
         def fill(settings):
             v = apply_settings(settings, engine)
@@ -288,7 +338,7 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
         for i, (use_btn, vary_btn) in enumerate(slots):
             use_btn.click(guarded(functools.partial(_clip_settings, fill, i)), gen_state, filled,
                           api_visibility="private", **cheap)
-            vary_btn.click(functools.partial(_vary, i), gen_state, [var_audio, var_acc, loop_clip],
+            vary_btn.click(functools.partial(_vary, i), gen_state, [var_audio, var_acc, loop_clip, edit_audio],
                            api_visibility="private", **cheap)
 
         # rho: log slider <-> exact number, preset buttons
@@ -332,6 +382,15 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
     return demo
 
 
+def _card_edit(handler, i, record, *args, progress=gr.Progress()):
+    """Run ``handler`` (extend / replace_bars) on result card ``i``'s own WAV."""
+    clips = (record or {}).get("clips", [])
+    path = clips[i]["wav"] if i < len(clips) else None
+    if path is None or not Path(path).is_file():
+        raise gr.Error("that clip has been cleaned up (the server keeps the latest runs); generate again")
+    return handler(path, *args, progress=progress)
+
+
 def _clip_settings(fill, i, record):
     clips = (record or {}).get("clips", [])
     if i >= len(clips):
@@ -344,7 +403,7 @@ def _vary(i, record):
     path = clips[i]["wav"] if i < len(clips) else None
     if path is None or not Path(path).is_file():
         raise gr.Error("that clip has been cleaned up (the server keeps the latest runs); generate again")
-    return path, gr.update(open=True), path
+    return path, gr.update(open=True), path, path
 
 
 def _last_seed(record):
@@ -376,7 +435,8 @@ def _about(engine: Engine) -> str:
         s = engine.spec(v)
         lines.append(f"| {engine.label(v)} | {s.sampler} | {s.steps} | "
                      f"{', '.join(map(str, s.drop_schedule)) if s.drop_schedule else '—'} |")
-    lines += ["", "### API", "Endpoints: `/generate`, `/variation`, `/rho_sweep`, `/ab_compare`, `/export_loop`, "
+    lines += ["", "### API", "Endpoints: `/generate`, `/variation`, `/extend`, `/replace_bars`, `/rho_sweep`, "
+              "`/ab_compare`, `/export_loop`, "
               "`/settings_from_wav`, `/estimate`, `/info` — see *Use via API* or "
               "`gradio_client.Client(url).view_api()`.",
               "", "Speed ↔ quality presets: " + "; ".join(

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from presto_core.audio import resample
-from presto_core.errors import PrestoError, check_number
+from presto_core.errors import PrestoError, check_bool, check_number
 from presto_core.inpaint import fade_curve, splice
 from presto_core.limits import LIMITS
 from presto_core.music import CROSSFADE_MS, bar_seconds, parse_time_signature
@@ -134,10 +134,9 @@ class EditRequest:
         gen = GenerationRequest(prompt=self.prompt, bpm=self.bpm, duration=window, steps=self.steps, rho=self.rho,
                                 seed=self.seed, variant=self.variant, guidance=self.guidance,
                                 drop_schedule=self.drop_schedule, stereo=False).validated(pipe)
-        stereo = self.stereo
-        if stereo is None:
-            stereo = audio.shape[0] == 2
-        gen_st = GenerationRequest(prompt=gen.prompt, duration=window, stereo=bool(stereo)).validated(pipe)  # m2s?
+        # None follows the source's channels where the model can widen; True without m2s is an error.
+        stereo = (audio.shape[0] == 2 and pipe.has_stereo) if self.stereo is None else check_bool("stereo", self.stereo)
+        gen_st = GenerationRequest(prompt=gen.prompt, duration=window, stereo=stereo).validated(pipe)
         bar = bar_seconds(gen.bpm, self.time_signature) * sr
         complete = int(math.floor(audio.shape[-1] / bar + 1e-9))
         if complete < 1:
@@ -196,8 +195,8 @@ def _window_bars(pipe, bar: float, ctx_s: float) -> tuple[int, int]:
 
 def _check_range(replace, complete: int, bar: float, sr: int, pipe, fade: int, ts: str, bpm: float):
     try:
-        a, b = (int(v) if float(v) == int(v) else None for v in replace)
-    except (TypeError, ValueError):
+        a, b = (int(v) if not isinstance(v, (bool, np.bool_)) and float(v) == int(v) else None for v in replace)
+    except (TypeError, ValueError, OverflowError):  # not two numbers, or inf/NaN
         a = b = None
     if a is None or b is None:
         raise PrestoError(f"bars to replace must be two whole bar numbers a..b within 1..{complete}, "

@@ -204,6 +204,7 @@ def test_inpaint_changes_only_the_bars_and_their_fades(pipe, stereo):
 @pytest.mark.parametrize("bars, message", [
     ((0, 1), r"1 <= a <= b <= 5"), ((2, 1), r"1 <= a <= b <= 5"), ((1, 6), r"1 <= a <= b <= 5"),
     ((1.5, 2), "two whole bar numbers"), (None, "two whole bar numbers"), ((1, 4), "at most 3 bars at a time"),
+    ((1, float("inf")), "two whole bar numbers"), ((True, 2), "two whole bar numbers"), ((1, 2, 3), "two whole"),
 ])
 def test_inpaint_refuses_bad_ranges(pipe, bars, message):
     with pytest.raises(PrestoError, match=message):
