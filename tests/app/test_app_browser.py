@@ -143,3 +143,28 @@ def test_ab_tab(page):
     assert "A: " in a and "B: " in b and "steps" in a and "steps" in b  # each side names its variant
     assert page.get_attribute("#ab-audio-0 audio[src]", "src") != page.get_attribute("#ab-audio-1 audio[src]", "src")
     _shot(page, "ab")
+
+
+def test_extend_and_replace_from_a_clip_card(page):
+    page.get_by_role("tab", name="Generate").click()
+    _set_number(page, "bpm", 120)
+    _set_number(page, "duration", 4)
+    page.click("#generate-btn")
+    assert _audio_loads(page, "#clip-audio-0") == pytest.approx(4.0, abs=0.1)
+    first = page.get_attribute("#clip-audio-0 audio[src]", "src")
+    page.click("#clip-extend-0")  # 8 bars by default: 2 bars + 8 = 20 s at 120 BPM
+    page.wait_for_function(f"() => document.querySelector('#clip-audio-0 audio[src]')?.src != '{first}'")
+    page.get_by_text("Extended by 8 bars").first.wait_for()
+    assert _audio_loads(page, "#clip-audio-0") == pytest.approx(20.0, abs=0.1)
+    assert "Extended by 8 bars" in _card_text(page, "clip-audio-0")
+    assert _audio_loads(page, "#clip-audio-1") == pytest.approx(4.0, abs=0.1)  # the source beside it
+    assert "Source" in _card_text(page, "clip-audio-1")
+    img = page.wait_for_selector("#clip-spec-0 img[src]")
+    page.wait_for_function("img => img.complete && img.naturalHeight > 200", arg=img)  # waveforms + spectrogram
+    _shot(page, "extend")
+    extended = page.get_attribute("#clip-audio-0 audio[src]", "src")
+    page.click("#clip-replace-0")  # bar 2 to bar 2
+    page.wait_for_function(f"() => document.querySelector('#clip-audio-0 audio[src]')?.src != '{extended}'")
+    page.get_by_text("Bar 2 replaced").first.wait_for()
+    assert _audio_loads(page, "#clip-audio-0") == pytest.approx(20.0, abs=0.1)
+    assert "Bar 2 replaced" in _card_text(page, "clip-audio-0")
