@@ -138,7 +138,8 @@ class EditRequest:
         stereo = (audio.shape[0] == 2 and pipe.has_stereo) if self.stereo is None else check_bool("stereo", self.stereo)
         gen_st = GenerationRequest(prompt=gen.prompt, duration=window, stereo=stereo).validated(pipe)
         bar = bar_seconds(gen.bpm, self.time_signature) * sr
-        complete = int(math.floor(audio.shape[-1] / bar + 1e-9))
+        # Samples are whole: a clip of N bars rounded to the nearest sample still holds N bars.
+        complete = int(math.floor((audio.shape[-1] + 0.5) / bar + 1e-9))
         if complete < 1:
             raise PrestoError(f"the source clip ({seconds:.2f} s) is shorter than one bar of {self.time_signature} at "
                               f"{gen.bpm:g} BPM ({bar / sr:.2f} s)")

@@ -91,7 +91,7 @@ def loop_on_bars(audio: np.ndarray, sr: int, bpm: float, ts: str, bars: int | No
     length = x.shape[-1]
     xf_ms = check_number("crossfade (ms)", crossfade_ms, *CROSSFADE_MS)
     bar = bar_seconds(bpm, ts) * sr  # samples per bar, fractional
-    fit = int(math.floor(length / bar + 1e-9))
+    fit = int(math.floor((length + 0.5) / bar + 1e-9))  # N bars rounded to whole samples still hold N bars
     if fit < 1:
         raise PrestoError(f"the clip ({length / sr:.2f} s) is shorter than one bar of {ts} at {bpm:g} BPM "
                           f"({bar / sr:.2f} s); lower the bar length or export a longer clip")

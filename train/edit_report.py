@@ -8,14 +8,16 @@ For each of ``--num`` held-out prompts of CORPUS (first caption, labelled BPM, 4
 
 1. **Extend**: a 4-bar seed clip, extended to the most whole bars within ``--total`` seconds
    (stereo when the model can). Seam score at the window joins against the ordinary bar lines
-   of the same piece (train/evaluation/seams.py), beat-phase drift per 20 s at the asked BPM, and
-   the CLAP score of each window's new audio (first, last, lowest).
-2. **Replace bars**: bars 2..3 of the seed clip from the same prompt; seam score at the two
-   boundaries against the clip's other bar lines, and whether every sample outside the bars and
-   their fades is unchanged.
-3. **Loops**: an 8-bar ``generate(loop=True)`` clip (fewer if 8 do not fit the window), played
-   twice: the seam score at the loop point against the bar lines inside; beside it the same clip
-   made by "cut and crossfade" (presto_core.music.loop_on_bars, 10 ms) for reference.
+   of the same piece (train/evaluation/seams.py), beat-phase drift per 20 s at the asked BPM
+   (beside it the same measure over one window-long clip, in quarters: the model's own wander
+   with no join), and the CLAP score of each window's new audio (first, last, lowest).
+2. **Replace bars**: bars 5..6 of the extended piece from the same prompt; seam score at the two
+   boundaries against the piece's other bar lines, and whether every sample outside the bars
+   and their fades is unchanged.
+3. **Loops**: an 8-bar clip (fewer if 8 do not fit the window) made to loop
+   (``pipe.make_loop``), played twice: the seam score at the loop point against the bar lines
+   inside; beside it the same clip cut and crossfaded (presto_core.music.loop_on_bars, 10 ms)
+   and simply repeated.
 
 Then wall time of extending the first seed clip to each of ``--lengths`` seconds, stereo,
 median of ``--repeats``. Bad arguments print one error line and exit with status 2.
@@ -39,7 +41,7 @@ from presto_core.music import bar_seconds, loop_on_bars
 from presto_core.pipeline import PrestoPipeline
 from train.evaluation.clips import clamp_bpm, heldout_records
 from train.evaluation.reporting import command_line, machine_info, markdown_table, run_reported
-from train.evaluation.seams import beat_phase_drift, seam_ratio
+from train.evaluation.seams import beat_phase_drift, pooled_ratio, seam_jumps
 
 TS = "4/4"
 SEED_BARS = 4
@@ -54,7 +56,7 @@ def _bar_lines(n_bars: int, bar_s: float) -> list[float]:
     return [k * bar_s for k in range(1, n_bars)]
 
 
-def extend_row(pipe, item: dict, seed: int, total: float, variant: str) -> tuple[dict, np.ndarray]:
+def extend_row(pipe, item: dict, seed: int, total: float, variant: str, strength) -> tuple[dict, np.ndarray]:
     bpm = clamp_bpm(item["bpm"])
     bar_s = bar_seconds(bpm, TS)
     seed_clip = pipe.generate(prompt=item["prompt"], bpm=bpm, duration=min(SEED_BARS * bar_s, pipe.max_duration),
@@ -64,54 +66,59 @@ def extend_row(pipe, item: dict, seed: int, total: float, variant: str) -> tuple
     add = int(np.floor(total / bar_s + 1e-9)) - have
     t0 = time.perf_counter()
     res = pipe.extend(src, pipe.sample_rate, bars=add, prompt=item["prompt"], bpm=bpm, seed=seed + 1000,
-                      variant=variant)
+                      variant=variant, strength=strength)
     wall = time.perf_counter() - t0
     mono = _mono(res.clips[0].audio)
     joins = [w["join_s"] for w in res.windows]
     n_bars = have + add
-    seams = seam_ratio(mono, pipe.sample_rate, joins, _bar_lines(n_bars, bar_s))
+    seams = seam_jumps(mono, pipe.sample_rate, joins, _bar_lines(n_bars, bar_s))
     drift = beat_phase_drift(mono, pipe.sample_rate, bpm)
     claps = [w["clap"] for w in res.windows if w["clap"] is not None]
+    # The same measure inside one window, where no join can move the beat: the model's own wander.
+    one = pipe.generate(prompt=item["prompt"], bpm=bpm, duration=pipe.max_duration, seed=seed, variant=variant,
+                        stereo=False).clips[0].audio
+    window_drift = beat_phase_drift(one, pipe.sample_rate, bpm, segment_s=pipe.max_duration / 4)["max_drift_ms"]
     return {"prompt": item["prompt"], "bpm": bpm, "seconds": mono.size / pipe.sample_rate, "windows": len(joins),
-            "wall_s": wall, **{f"extend_{k}": v for k, v in seams.items()},
+            "wall_s": wall, "extend": seams,
             "max_drift_ms": drift["max_drift_ms"], "end_drift_ms": drift["end_drift_ms"],
-            "drift_ms": drift["drift_ms"], "clap_first": claps[0] if claps else None,
-            "clap_last": claps[-1] if claps else None, "clap_min": min(claps) if claps else None}, src
+            "drift_ms": drift["drift_ms"], "window_drift_ms": window_drift, "clap_first": claps[0] if claps else None,
+            "clap_last": claps[-1] if claps else None, "clap_min": min(claps) if claps else None,
+            "_piece": res.clips[0].audio}, src
 
 
-def inpaint_row(pipe, item: dict, src: np.ndarray, seed: int, variant: str) -> dict:
+def inpaint_row(pipe, item: dict, src: np.ndarray, seed: int, variant: str, strength) -> dict:
     bpm = clamp_bpm(item["bpm"])
     bar_s = bar_seconds(bpm, TS)
     sr = pipe.sample_rate
-    res = pipe.inpaint(src, sr, bars=(2, 3), prompt=item["prompt"], bpm=bpm, seed=seed + 2000, variant=variant)
+    res = pipe.inpaint(src, sr, bars=(5, 6), prompt=item["prompt"], bpm=bpm, seed=seed + 2000, variant=variant,
+                       strength=strength)
     out = res.clips[0].audio
     fade = int(round(res.settings["crossfade_ms"] * sr / 1000))
-    lo, hi = int(round(bar_s * sr)), int(round(3 * bar_s * sr))
+    lo, hi = int(round(4 * bar_s * sr)), int(round(6 * bar_s * sr))
     outside = np.ones(src.shape[-1], dtype=bool)
     outside[lo - fade:hi + fade] = False
     unchanged = bool(np.array_equal(out[..., outside], src[..., outside]))
     n_bars = int(np.floor(src.shape[-1] / (bar_s * sr) + 1e-9))
-    seams = seam_ratio(_mono(out), sr, [bar_s, 3 * bar_s], _bar_lines(n_bars, bar_s))
-    return {"unchanged_outside": unchanged, "changed_samples": int((out != src).any(axis=0).sum() if out.ndim == 2
-                                                                    else (out != src).sum()),
-            **{f"inpaint_{k}": v for k, v in seams.items()}}
+    seams = seam_jumps(_mono(out), sr, [4 * bar_s, 6 * bar_s], _bar_lines(n_bars, bar_s))
+    return {"unchanged_outside": unchanged, "inpaint": seams}
 
 
-def loop_row(pipe, item: dict, seed: int, variant: str) -> dict:
+def loop_row(pipe, item: dict, seed: int, variant: str, strength) -> dict:
     bpm = clamp_bpm(item["bpm"])
     bar_s = bar_seconds(bpm, TS)
     bars = max(1, min(LOOP_BARS, int(np.floor(pipe.max_duration / bar_s + 1e-9))))
-    made = pipe.generate(prompt=item["prompt"], bpm=bpm, duration=bars * bar_s, seed=seed + 3000, variant=variant,
-                         loop=True, stereo=False)
+    plain_loop = pipe.generate(prompt=item["prompt"], bpm=bpm, duration=bars * bar_s, seed=seed + 3000,
+                               variant=variant, stereo=False).clips[0].audio
+    made = pipe.make_loop(plain_loop, pipe.sample_rate, prompt=item["prompt"], bpm=bpm, bars=bars, seed=seed,
+                          variant=variant, stereo=False, strength=strength)
     plain = pipe.generate(prompt=item["prompt"], bpm=bpm, duration=min(pipe.max_duration, (bars + 0.5) * bar_s),
                           seed=seed + 3000, variant=variant, stereo=False)
     cut, _ = loop_on_bars(plain.clips[0].audio, pipe.sample_rate, bpm, TS, bars, 10.0)
     row = {"loop_bars": bars}
-    for name, clip in (("made", made.clips[0].audio), ("cut", cut)):
+    for name, clip in (("made", made.clips[0].audio), ("cut", cut), ("plain", plain_loop)):
         twice = np.concatenate([clip, clip])
         seam = clip.size / pipe.sample_rate
-        r = seam_ratio(twice, pipe.sample_rate, [seam], _bar_lines(2 * bars, bar_s))
-        row.update({f"loop_{name}_{k}": v for k, v in r.items()})
+        row[f"loop_{name}"] = seam_jumps(twice, pipe.sample_rate, [seam], _bar_lines(2 * bars, bar_s))
     return row
 
 
@@ -146,21 +153,16 @@ def run(args, command: str) -> dict:
     rows = []
     first_src = None
     for i, item in enumerate(items):
-        row, src = extend_row(pipe, item, args.seed + i, total, variant)
+        row, src = extend_row(pipe, item, args.seed + i, total, variant, args.extend_strength)
         first_src = src if first_src is None else first_src
-        row.update(inpaint_row(pipe, item, src, args.seed + i, variant))
-        row.update(loop_row(pipe, item, args.seed + i, variant))
+        row.update(inpaint_row(pipe, item, row.pop("_piece"), args.seed + i, variant, args.replace_strength))
+        row.update(loop_row(pipe, item, args.seed + i, variant, args.loop_strength))
         rows.append(row)
     scaling = scaling_rows(pipe, items[0], first_src, lengths, args.repeats, variant)
     return {"command": command, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
             "model": args.model, "variant": variant, "machine": machine_info(pipe.device),
             "stereo": pipe.has_stereo, "rows": rows, "scaling": scaling,
             "wall_s": time.perf_counter() - t0}
-
-
-def _mean(rows, key):
-    vals = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
-    return statistics.fmean(vals) if vals else float("nan")
 
 
 def render_markdown(rep: dict) -> str:
@@ -174,23 +176,24 @@ def render_markdown(rep: dict) -> str:
              "Mean spectral flux and loudness jump (dB) at the seams, over the same at the ordinary bar lines "
              "of the same audio (1 = a seam is like any bar line; target <= 1.2).", ""]
     summary = []
-    for name, key in (("extend: window joins", "extend"), ("replace bars 2..3: both boundaries", "inpaint"),
-                      ("loop made to loop: loop point", "loop_made"), ("loop cut and crossfaded: loop point",
-                                                                        "loop_cut")):
-        summary.append({"name": name, "seams": sum(r.get(f"{key}_seams", 0) for r in rows),
-                        "flux_ratio": _mean(rows, f"{key}_flux_ratio"),
-                        "loud_ratio": _mean(rows, f"{key}_loudness_db_ratio"),
-                        "loud_seam": _mean(rows, f"{key}_loudness_db_seam"),
-                        "loud_bars": _mean(rows, f"{key}_loudness_db_bars")})
-    lines += markdown_table(summary, [("name", "Seams"), ("seams", "N"), ("flux_ratio", "Flux ratio"),
-                                      ("loud_ratio", "Loudness-jump ratio"), ("loud_seam", "dB at seams"),
-                                      ("loud_bars", "dB at bar lines")])
+    for name, key in (("extend: window joins", "extend"), ("replace bars 5..6: both boundaries", "inpaint"),
+                      ("loop, made to loop: loop point", "loop_made"),
+                      ("loop, cut and crossfaded (10 ms): loop point", "loop_cut"),
+                      ("loop, the plain clip repeated: loop point", "loop_plain")):
+        r = pooled_ratio([row[key] for row in rows])
+        summary.append({"name": name, **r})
+    lines += markdown_table(summary, [("name", "Seams"), ("seams", "N"), ("bar_lines", "Bar lines"),
+                                      ("flux_ratio", "Flux ratio"), ("loudness_db_ratio", "Loudness-jump ratio"),
+                                      ("flux_seam", "Flux at seams"), ("flux_bars", "Flux at bar lines"),
+                                      ("loudness_db_seam", "dB at seams"), ("loudness_db_bars", "dB at bar lines")])
+    rep["summary"] = summary
     lines += ["", "## Long pieces", "",
-              "Beat drift: change of the beat-grid phase at the asked BPM from the first 20 s segment (ms). "
+              "Beat drift: change of the beat-grid phase at the asked BPM from the first 20 s segment (ms); "
+              "'one window, no joins': the same over one window-long clip in quarters. "
               "CLAP: the score of each window's new audio against the prompt.", ""]
     lines += markdown_table(rows, [("prompt", "Prompt"), ("bpm", "BPM"), ("seconds", "Seconds"),
                                    ("windows", "Windows"), ("wall_s", "Wall s"), ("max_drift_ms", "Max drift ms"),
-                                   ("end_drift_ms", "End drift ms"), ("clap_first", "CLAP first"),
+                                   ("end_drift_ms", "End drift ms"), ("window_drift_ms", "One window, no joins: ms"), ("clap_first", "CLAP first"),
                                    ("clap_last", "CLAP last"), ("clap_min", "CLAP min"),
                                    ("unchanged_outside", "Replace: outside unchanged")])
     lines += ["", "## Wall time by length", "", "Extending the first seed clip, median of repeats.", ""]
@@ -209,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lengths", default="30,60,120,180", help="lengths (s) timed for the scaling table")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per length")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--extend-strength", type=float, default=None, help="(default: the library's)")
+    p.add_argument("--replace-strength", type=float, default=None, help="(default: the library's)")
+    p.add_argument("--loop-strength", type=float, default=None, help="(default: the library's)")
     p.add_argument("--json", default=None)
     p.add_argument("--markdown", default=None)
     p.add_argument("--device", default="auto")

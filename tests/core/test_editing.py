@@ -317,3 +317,12 @@ def test_make_loop_of_any_clip(pipe):
     assert two.clips[0].audio.shape == (2 * BAR,)
     with pytest.raises(PrestoError, match=r"loop bars .* must be an integer in \[1, 3\]"):
         pipe.make_loop(src, SR, prompt="x", bpm=BPM, bars=4)
+
+
+def test_a_clip_of_whole_bars_rounded_down_to_samples_still_holds_them(pipe):
+    from presto_core.music import loop_on_bars
+
+    n = round(4 * 60 / 115 * SR)  # one bar at 115 BPM is 33391.3 samples: rounded down
+    clip = _tone(n / SR)[:n]
+    assert pipe.make_loop(clip, SR, prompt="x", bpm=115, bars=1, seed=0, stereo=False).settings["loop_bars"] == 1
+    assert loop_on_bars(clip, SR, 115, "4/4", 1, 10.0)[1] == 1
