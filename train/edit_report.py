@@ -20,7 +20,8 @@ For each of ``--num`` held-out prompts of CORPUS (first caption, labelled BPM, 4
    and simply repeated.
 
 Then wall time of extending the first seed clip to each of ``--lengths`` seconds, stereo,
-median of ``--repeats``. Bad arguments print one error line and exit with status 2.
+median of ``--repeats``, and the process's peak resident memory during each length (reset
+between lengths: memory stays flat when it does not grow with the length). Bad arguments print one error line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from train.evaluation.seams import beat_phase_drift, pooled_ratio, seam_jumps
 TS = "4/4"
 SEED_BARS = 4
 LOOP_BARS = 8
+DRIFT_SEGMENT_S = 20.0  # beat drift per segment of this length (a quarter of shorter pieces)
 
 
 def _mono(audio: np.ndarray) -> np.ndarray:
@@ -72,7 +74,7 @@ def extend_row(pipe, item: dict, seed: int, total: float, variant: str, strength
     joins = [w["join_s"] for w in res.windows]
     n_bars = have + add
     seams = seam_jumps(mono, pipe.sample_rate, joins, _bar_lines(n_bars, bar_s))
-    drift = beat_phase_drift(mono, pipe.sample_rate, bpm)
+    drift = beat_phase_drift(mono, pipe.sample_rate, bpm, segment_s=min(DRIFT_SEGMENT_S, mono.size / pipe.sample_rate / 4))
     claps = [w["clap"] for w in res.windows if w["clap"] is not None]
     # The same measure inside one window, where no join can move the beat: the model's own wander.
     one = pipe.generate(prompt=item["prompt"], bpm=bpm, duration=pipe.max_duration, seed=seed, variant=variant,
@@ -122,6 +124,25 @@ def loop_row(pipe, item: dict, seed: int, variant: str, strength) -> dict:
     return row
 
 
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak resident set (Linux: clear_refs 5); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def scaling_rows(pipe, item: dict, src: np.ndarray, lengths: list[float], repeats: int, variant: str) -> list[dict]:
     bpm = clamp_bpm(item["bpm"])
     bar_s = bar_seconds(bpm, TS)
@@ -130,6 +151,7 @@ def scaling_rows(pipe, item: dict, src: np.ndarray, lengths: list[float], repeat
     for total in lengths:
         add = int(np.floor(total / bar_s + 1e-9)) - have
         times, res = [], None
+        can_reset = _reset_peak_rss()
         for r in range(repeats):
             t0 = time.perf_counter()
             res = pipe.extend(src, pipe.sample_rate, bars=add, prompt=item["prompt"], bpm=bpm, seed=r,
@@ -138,7 +160,8 @@ def scaling_rows(pipe, item: dict, src: np.ndarray, lengths: list[float], repeat
         seconds = _mono(res.clips[0].audio).size / pipe.sample_rate
         med = statistics.median(times)
         rows.append({"seconds": seconds, "windows": len(res.windows), "stereo": res.settings["stereo"],
-                     "wall_s": med, "per_minute_s": med / seconds * 60})
+                     "wall_s": med, "per_minute_s": med / seconds * 60,
+                     "peak_rss_mb": _peak_rss_mb() if can_reset else None})
     return rows
 
 
@@ -198,7 +221,8 @@ def render_markdown(rep: dict) -> str:
                                    ("unchanged_outside", "Replace: outside unchanged")])
     lines += ["", "## Wall time by length", "", "Extending the first seed clip, median of repeats.", ""]
     lines += markdown_table(rep["scaling"], [("seconds", "Seconds"), ("windows", "Windows"), ("stereo", "Stereo"),
-                                             ("wall_s", "Wall s"), ("per_minute_s", "s per minute of audio")])
+                                             ("wall_s", "Wall s"), ("per_minute_s", "s per minute of audio"),
+                                             ("peak_rss_mb", "Peak RSS MB (reset per length)")])
     return "\n".join(lines) + "\n"
 
 
