@@ -242,25 +242,37 @@ class ValidatedEdit:
 # One window
 
 
-def regenerate(pipe, req: ValidatedRequest, cond, mono: np.ndarray, start: int, frames: int, lo: int, hi: int,
-               gen: torch.Generator, strength: float, callback=None, z_known: Optional[torch.Tensor] = None
-               ) -> tuple[np.ndarray, torch.Tensor]:
-    """Sample window [start, start + frames * hop) of ``mono`` (N,) with latent frames [lo, hi)
-    regenerated and the rest fixed to the encoded audio (or, where given, to ``z_known``
-    (1, C, frames)). The regenerated frames start from ``mono``'s own latents noised to the level
-    ``strength`` selects (1: pure noise; lower keeps more of their beat grid and sound).
-    Returns (decoded window audio (frames * hop,) float32, the window's latents (1, C, frames))."""
-    hop = pipe.vae.cfg.hop
-    z_init = pipe.encode_audio(mono[start:start + frames * hop], frames)
+def regenerate(pipe, req: ValidatedRequest, cond, z_known: torch.Tensor, lo: int, hi: int, gen: torch.Generator,
+               strength: float, z_init: Optional[torch.Tensor] = None, callback=None) -> torch.Tensor:
+    """Sample one window's latents (1, C, T) with frames [lo, hi) regenerated and the rest fixed to
+    ``z_known`` (1, C, T). The regenerated frames start from ``z_init`` (default ``z_known``)
+    noised to the level ``strength`` selects (1: pure noise; lower keeps more of their beat grid
+    and sound)."""
+    frames = z_known.shape[-1]
     keep = torch.ones(frames, dtype=torch.bool, device=pipe.device)
     keep[lo:hi] = False
-    if z_known is None:
-        z_known = z_init
-    else:
-        z_init = torch.where(keep.view(1, 1, -1), z_known, z_init)
-    z = pipe.sample_latents(req, cond, frames, gen, z_init=z_init, known=(z_known, keep), callback=callback,
-                            strength=strength)
-    return pipe.decode(z)[0].cpu().numpy(), z
+    start = z_known if z_init is None else torch.where(keep.view(1, 1, -1), z_known, z_init)
+    return pipe.sample_latents(req, cond, frames, gen, z_init=start, known=(z_known, keep), callback=callback,
+                               strength=strength)
+
+
+def decode_from(pipe, z: torch.Tensor, first: int) -> tuple[np.ndarray, int]:
+    """Decode latents (1, C, T) from frame ``first`` on (less a margin for the decoder's context,
+    from an even frame): (audio (M,), the window frame it starts at). Audio before a window's
+    joins is never used, so it is not decoded."""
+    f0 = _even(max(0, first - DECODE_MARGIN_FRAMES))
+    return pipe.decode(z[..., f0:])[0].cpu().numpy(), f0
+
+
+def tiled_latents(z: torch.Tensor, period: float, n: int) -> torch.Tensor:
+    """``n`` frames continuing latents (1, C, T) by repeating their last ``period`` frames
+    (fractional: frame k after the end is frame floor(T - period + (k mod period))). An extension
+    starts from these, noised: its beat grid is the context's, to within a frame."""
+    t = z.shape[-1]
+    period = min(float(period), float(t))
+    k = torch.arange(n, dtype=torch.float64)
+    idx = torch.floor(t - period + torch.remainder(k, period)).long().clamp(0, t - 1)
+    return z[..., idx.to(z.device)]
 
 
 def widen_long(pipe, mono: np.ndarray) -> np.ndarray:
@@ -330,25 +342,27 @@ def extend(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
         frames = min(wf_max, math.ceil((total - start) / hop))
         frames += frames % 2
         lo = (join - start) // hop
-        z_known = None
-        if prev is not None:  # the previous window's latents are the known part: no re-encoding
+        if prev is None:
+            z_known = pipe.encode_audio(mono[start:start + frames * hop], frames)
+        else:  # the previous window's latents are the known part: nothing is re-encoded
             p_z, p_start = prev
             off = (start - p_start) // hop
             z_known = torch.zeros(1, p_z.shape[1], frames, device=pipe.device)
             have = min(frames, p_z.shape[-1] - off)
             z_known[..., :have] = p_z[..., off:off + have]
-        # The new bars start from the last bars repeated on the asked grid, noised to ``strength``:
-        # from pure noise a few-step generator sets the beat before it can see the context.
-        window = np.concatenate([mono[start:join], tiled(mono[:join], tile * bar, start + frames * hop - join)])
-        dec, z = regenerate(pipe, req, cond, window, 0, frames, lo, frames, gen, edit.strength, z_known=z_known,
-                            callback=lambda j, n, _x, i=i: progress("generation", j + 1, n))
-        piece = np.zeros(total, dtype=np.float32)
-        a, b = max(0, join - edit.fade), min(total, start + dec.shape[-1])
-        piece[a:b] = dec[a - start:b - start]
+        # Below strength 1 the new bars start from the last bars repeated on the asked grid.
+        z_init = z_known.clone()
+        z_init[..., lo:] = tiled_latents(z_known[..., :lo], tile * bar / hop, frames - lo)
+        z = regenerate(pipe, req, cond, z_known, lo, frames, gen, edit.strength, z_init=z_init,
+                       callback=lambda j, n, _x, i=i: progress("generation", j + 1, n))
+        dec, f0 = decode_from(pipe, z, (join - edit.fade - start) // hop)
+        d0 = start + f0 * hop  # the sample where ``dec`` starts
+        a, b = max(0, join - edit.fade), min(total, d0 + dec.shape[-1])
         if i == 0:
-            first_dec = piece[a:join].copy()
-        # What a fade-out leaves past ``end`` is overwritten by the next window.
-        mono = splice(mono, piece, join, end, edit.fade)
+            first_dec = dec[a - d0:join - d0].copy()
+        # In place over this window's span; what a fade-out leaves past ``end`` is overwritten by
+        # the next window.
+        mono[a:b] = splice(mono[a:b], dec[a - d0:b - d0], join - a, end - a, edit.fade)
         windows.append({"window": i, "start_s": start / sr, "join_s": join / sr, "end_s": end / sr,
                         "clap": _clap(pipe, req.prompt, mono[join:end])})
         prev = (z, start)
@@ -365,15 +379,6 @@ def extend(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
     clip = Clip(audio.astype(np.float32), float(np.mean(scores)) if scores else None, 0)
     return GenerationResult(clips=[clip], sample_rate=sr, settings=settings, timings=timings, windows=windows,
                             changed=[(max(0, first_join - edit.fade) / sr, total / sr)])
-
-
-def tiled(audio: np.ndarray, period: float, n: int) -> np.ndarray:
-    """``n`` samples that continue ``audio`` (N,) by repeating its last ``period`` samples
-    (fractional: the k-th sample after the end is ``audio[N - period + (k mod period)]``)."""
-    period = min(float(period), float(audio.shape[-1]))
-    k = np.arange(n, dtype=np.float64)
-    idx = np.floor(audio.shape[-1] - period + np.mod(k, period)).astype(np.int64)
-    return audio[np.clip(idx, 0, audio.shape[-1] - 1)].astype(np.float32)
 
 
 def edit_windows(pipe, edit: ValidatedEdit) -> int:
@@ -465,7 +470,9 @@ def replace_range(pipe, req: ValidatedRequest, cond, mono: np.ndarray, lo: int, 
         start = _even(max(0, min(centre - wf * hop // 2, n - wf * hop)) // hop) * hop
         frames = wf
     f_lo, f_hi = (lo - start) // hop, math.ceil((hi - start) / hop)
-    dec, _ = regenerate(pipe, req, cond, mono, start, frames, f_lo, f_hi, gen, strength, callback=callback)
+    z_known = pipe.encode_audio(mono[start:start + frames * hop], frames)
+    z = regenerate(pipe, req, cond, z_known, f_lo, f_hi, gen, strength, callback=callback)
+    dec = pipe.decode(z)[0].cpu().numpy()
     out = np.zeros(n, dtype=np.float32)
     end = min(n, start + dec.shape[-1])
     out[start:end] = dec[:end - start]

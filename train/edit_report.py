@@ -64,7 +64,7 @@ def extend_row(pipe, item: dict, seed: int, total: float, variant: str, strength
     seed_clip = pipe.generate(prompt=item["prompt"], bpm=bpm, duration=min(SEED_BARS * bar_s, pipe.max_duration),
                               seed=seed, variant=variant)
     src = seed_clip.clips[0].audio
-    have = int(np.floor(_mono(src).size / (bar_s * pipe.sample_rate) + 1e-9))
+    have = int(np.floor((_mono(src).size + 0.5) / (bar_s * pipe.sample_rate) + 1e-9))
     add = int(np.floor(total / bar_s + 1e-9)) - have
     t0 = time.perf_counter()
     res = pipe.extend(src, pipe.sample_rate, bars=add, prompt=item["prompt"], bpm=bpm, seed=seed + 1000,
@@ -100,7 +100,7 @@ def inpaint_row(pipe, item: dict, src: np.ndarray, seed: int, variant: str, stre
     outside = np.ones(src.shape[-1], dtype=bool)
     outside[lo - fade:hi + fade] = False
     unchanged = bool(np.array_equal(out[..., outside], src[..., outside]))
-    n_bars = int(np.floor(src.shape[-1] / (bar_s * sr) + 1e-9))
+    n_bars = int(np.floor((src.shape[-1] + 0.5) / (bar_s * sr) + 1e-9))
     seams = seam_jumps(_mono(out), sr, [4 * bar_s, 6 * bar_s], _bar_lines(n_bars, bar_s))
     return {"unchanged_outside": unchanged, "inpaint": seams}
 
@@ -146,7 +146,7 @@ def _peak_rss_mb() -> float | None:
 def scaling_rows(pipe, item: dict, src: np.ndarray, lengths: list[float], repeats: int, variant: str) -> list[dict]:
     bpm = clamp_bpm(item["bpm"])
     bar_s = bar_seconds(bpm, TS)
-    have = int(np.floor(_mono(src).size / (bar_s * pipe.sample_rate) + 1e-9))
+    have = int(np.floor((_mono(src).size + 0.5) / (bar_s * pipe.sample_rate) + 1e-9))
     rows = []
     for total in lengths:
         add = int(np.floor(total / bar_s + 1e-9)) - have

@@ -326,3 +326,26 @@ def test_a_clip_of_whole_bars_rounded_down_to_samples_still_holds_them(pipe):
     clip = _tone(n / SR)[:n]
     assert pipe.make_loop(clip, SR, prompt="x", bpm=115, bars=1, seed=0, stereo=False).settings["loop_bars"] == 1
     assert loop_on_bars(clip, SR, 115, "4/4", 1, 10.0)[1] == 1
+
+
+def test_tiled_latents_repeat_the_last_frames_on_a_fractional_period():
+    from presto_core.editing import tiled_latents
+
+    z = torch.arange(10, dtype=torch.float32).view(1, 1, 10)
+    out = tiled_latents(z, 2.5, 6)
+    # period 2.5 frames: floor(7.5 + k mod 2.5) for k = 0..5
+    assert out.flatten().tolist() == [7.0, 8.0, 9.0, 8.0, 9.0, 7.0]  # frame 10.5 is frame 8 again
+    assert tiled_latents(z, 40.0, 3).flatten().tolist() == [0.0, 1.0, 2.0]  # at most the whole context
+
+
+def test_decoding_from_an_even_frame_matches_the_whole_decode(pipe):
+    """The decoder's phase advance repeats every two latent frames: decoding a window's tail from
+    an even frame gives the same audio as decoding it all, away from the new left edge."""
+    from presto_core.editing import DECODE_MARGIN_FRAMES, decode_from
+
+    z = torch.randn(1, 8, 120, generator=torch.Generator().manual_seed(0))
+    whole = pipe.decode(z)[0].numpy()
+    part, f0 = decode_from(pipe, z, 60)
+    assert f0 == 60 - DECODE_MARGIN_FRAMES and f0 % 2 == 0
+    hop = pipe.vae.cfg.hop
+    np.testing.assert_allclose(part[DECODE_MARGIN_FRAMES * hop:], whole[60 * hop:], atol=1e-5)
