@@ -8,7 +8,8 @@ the 4-step distilled ones included, and memory stays that of one window whatever
 - **extend**: windows march forward; each keeps ``context_seconds`` (whole bars) of what exists as
   known latents and adds the next bars. The first join is the source's last bar line; later joins
   fall one second or more before a window's end, so the model never ends the music at a window's
-  edge.
+  edge. The audio is spliced ``SPLICE_LEAD_S`` before each join: the source is kept sample for
+  sample up to half a second (and a fade) before its last bar line.
 - **inpaint**: one window around bars a..b; outside the bars and their fades the source is kept
   sample for sample.
 - **loop**: the clip rotated by half its bars puts its end-to-start seam in the middle of a
@@ -47,6 +48,8 @@ EDIT_KINDS = ("extend", "inpaint", "loop")
 WINDOW_GUARD_S = 1.0
 # Decoder receptive field is about 18 latent frames each way; decode this many before a join.
 DECODE_MARGIN_FRAMES = 24
+# An extension replaces this much of what precedes each join (more than the decoder's reach).
+SPLICE_LEAD_S = 0.5
 # The mono-to-stereo net sees about 1.5 s of context: long audio is widened in chunks with margins.
 WIDEN_CHUNK_S, WIDEN_MARGIN_S, WIDEN_FADE = 30.0, 2.0, 2048
 # How far the regenerated part departs from where it starts (1 = from pure noise): an extension
@@ -54,6 +57,8 @@ WIDEN_CHUNK_S, WIDEN_MARGIN_S, WIDEN_FADE = 30.0, 2.0, 2048
 # the clip around it. Set by the measured seams and beat drift (train/README.md, "Editing").
 LOOP_STRENGTH = 0.7
 STRENGTH = {"extend": 0.8, "inpaint": 0.9, "loop": LOOP_STRENGTH}
+# Largest level change a replacement gets to match the bars it replaces (dB).
+MATCH_DB = 6.0
 # Bars an extension repeats as its starting point (a phrase; fewer when the context is shorter).
 TILE_BARS = 4
 
@@ -333,7 +338,7 @@ def extend(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
     tile = min(ctx_bars, TILE_BARS)
     wf_max = _window_frames(pipe)
     plan = _extend_plan(edit.complete_bars, edit.bars, ctx_bars, new_bars)
-    windows, prev, first_dec = [], None, None
+    windows, prev, first_cut, first_dec = [], None, first_join, None
     for i, (ctx_start_bar, join_bar, end_bar) in enumerate(plan):
         progress("window", i, len(plan))
         join = int(round(join_bar * bar))
@@ -355,14 +360,18 @@ def extend(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
         z_init[..., lo:] = tiled_latents(z_known[..., :lo], tile * bar / hop, frames - lo)
         z = regenerate(pipe, req, cond, z_known, lo, frames, gen, edit.strength, z_init=z_init,
                        callback=lambda j, n, _x, i=i: progress("generation", j + 1, n))
-        dec, f0 = decode_from(pipe, z, (join - edit.fade - start) // hop)
+        # The audio is spliced half a second before the join, where the new decode is still the
+        # known latents' audio: the move from old bars to new then happens inside one decode, as
+        # the model made it, and the fade joins two near-identical signals.
+        cut = max(start + edit.fade, join - int(SPLICE_LEAD_S * sr))
+        dec, f0 = decode_from(pipe, z, (cut - edit.fade - start) // hop)
         d0 = start + f0 * hop  # the sample where ``dec`` starts
-        a, b = max(0, join - edit.fade), min(total, d0 + dec.shape[-1])
+        a, b = max(0, cut - edit.fade), min(total, d0 + dec.shape[-1])
         if i == 0:
-            first_dec = dec[a - d0:join - d0].copy()
+            first_cut, first_dec = cut, dec[a - d0:cut - d0].copy()
         # In place over this window's span; what a fade-out leaves past ``end`` is overwritten by
         # the next window.
-        mono[a:b] = splice(mono[a:b], dec[a - d0:b - d0], join - a, end - a, edit.fade)
+        mono[a:b] = splice(mono[a:b], dec[a - d0:b - d0], cut - a, end - a, edit.fade)
         windows.append({"window": i, "start_s": start / sr, "join_s": join / sr, "end_s": end / sr,
                         "clap": _clap(pipe, req.prompt, mono[join:end])})
         prev = (z, start)
@@ -371,14 +380,14 @@ def extend(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
     t1 = time.perf_counter()
     if edit.stereo:
         progress("stereo", 0, 1)
-        audio = _stereo_extension(pipe, edit, mono, first_join, first_dec)
+        audio = _stereo_extension(pipe, edit, mono, first_cut, first_dec)
     timings["stereo"] = time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t0
     scores = [w["clap"] for w in windows if w["clap"] is not None]
     settings = _settings(pipe, edit, seed, total / sr, bars_added=edit.bars, window_bars=list(edit.window_bars))
     clip = Clip(audio.astype(np.float32), float(np.mean(scores)) if scores else None, 0)
     return GenerationResult(clips=[clip], sample_rate=sr, settings=settings, timings=timings, windows=windows,
-                            changed=[(max(0, first_join - edit.fade) / sr, total / sr)])
+                            changed=[(max(0, first_cut - edit.fade) / sr, total / sr)])
 
 
 def edit_windows(pipe, edit: ValidatedEdit) -> int:
@@ -434,6 +443,7 @@ def inpaint(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
     progress("window", 0, 1)
     new, (w0, w1) = replace_range(pipe, req, cond, src_mono, lo_s, hi_s, edit.fade, gen, edit.strength,
                                   callback=lambda j, n, _x: progress("generation", j + 1, n))
+    new = level_matched(src_mono, new, lo_s, hi_s, edit.fade)
     mono = splice(src_mono, new, lo_s, hi_s, edit.fade)
     timings = {"generation": time.perf_counter() - t0}
     t1 = time.perf_counter()
@@ -452,6 +462,25 @@ def inpaint(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
     clip = Clip(audio.astype(np.float32), windows[0]["clap"], 0)
     return GenerationResult(clips=[clip], sample_rate=sr, settings=settings, timings=timings, windows=windows,
                             changed=[(max(0, lo_s - edit.fade) / sr, min(src_mono.shape[-1], hi_s + edit.fade) / sr)])
+
+
+def level_matched(original: np.ndarray, new: np.ndarray, lo: int, hi: int, fade: int) -> np.ndarray:
+    """``new`` with samples [lo, hi) scaled so that their RMS is ``original``'s over the same bars
+    (at most +-MATCH_DB dB), the gain ramped back to 1 over the fades: replaced bars sit at the
+    level of the bars they replace. (N,) arrays; returns a copy."""
+    ref = float(np.sqrt(np.mean(original[lo:hi].astype(np.float64) ** 2)))
+    got = float(np.sqrt(np.mean(new[lo:hi].astype(np.float64) ** 2)))
+    if ref < 1e-6 or got < 1e-6:
+        return new.copy()
+    g = float(np.clip(ref / got, 10 ** (-MATCH_DB / 20), 10 ** (MATCH_DB / 20)))
+    env = np.ones(new.shape[-1], dtype=np.float32)
+    env[lo:hi] = g
+    a, b = max(0, lo - fade), min(new.shape[-1], hi + fade)
+    env[a:lo] = 1 + (g - 1) * fade_curve(fade)[fade - (lo - a):]
+    env[hi:b] = 1 + (g - 1) * fade_curve(fade)[::-1][:b - hi]
+    out = new.copy()
+    out[a:b] = np.clip(new[a:b] * env[a:b], -1.0, 1.0)
+    return out
 
 
 def replace_range(pipe, req: ValidatedRequest, cond, mono: np.ndarray, lo: int, hi: int, fade: int,

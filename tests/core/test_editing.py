@@ -126,7 +126,8 @@ def test_extend_marches_windows_and_keeps_the_source(pipe, variant):
     out = res.clips[0].audio
     assert out.shape == (6 * BAR,) and out.dtype == np.float32 and np.isfinite(out).all()
     fade = int(round(0.03 * SR))
-    assert np.array_equal(out[:BAR - fade], src[:BAR - fade])  # up to the join and its fade
+    keep = BAR - SR // 2 - fade  # up to half a second and a fade before the join
+    assert np.array_equal(out[:keep], src[:keep]) and not np.array_equal(out[:keep + fade], src[:keep + fade])
     assert not np.allclose(out[BAR:2 * BAR], src[BAR:2 * BAR] if src.size >= 2 * BAR else 0)
     assert len(res.windows) == 3  # 10 s of new audio: 2 + 2 + 1 bars after 1 bar of context each
     assert [w["join_s"] for w in res.windows] == sorted(w["join_s"] for w in res.windows)
@@ -137,7 +138,7 @@ def test_extend_marches_windows_and_keeps_the_source(pipe, variant):
     s = res.settings
     assert (s["edit"], s["bars_added"], s["seed"], s["variant"], s["duration"]) == ("extend", 5, 4, variant, 12.0)
     assert s["source_sha256"] == source_hash(src[None], SR)
-    assert res.changed == [(pytest.approx((BAR - fade) / SR), pytest.approx(12.0))]
+    assert res.changed == [(pytest.approx(keep / SR), pytest.approx(12.0))]
     again = pipe.extend(src, SR, bars=5, prompt="warm pads", bpm=BPM, seed=4, variant=variant, stereo=False,
                         context_seconds=2.0)
     assert np.array_equal(again.clips[0].audio, out)
@@ -149,7 +150,8 @@ def test_extend_stereo_source_keeps_its_channels_and_the_mid(pipe):
     out = res.clips[0].audio
     assert out.shape == (2, 4 * BAR)
     fade = int(round(0.03 * SR))
-    assert np.array_equal(out[:, :2 * BAR - fade], src[:, :2 * BAR - fade])
+    keep = 2 * BAR - SR // 2 - fade
+    assert np.array_equal(out[:, :keep], src[:, :keep])
     mono = pipe.extend(src, SR, bars=2, prompt="warm pads", bpm=BPM, seed=1, stereo=False).clips[0].audio
     np.testing.assert_allclose(out.mean(axis=0), mono, atol=1e-6)
 
@@ -349,3 +351,19 @@ def test_decoding_from_an_even_frame_matches_the_whole_decode(pipe):
     assert f0 == 60 - DECODE_MARGIN_FRAMES and f0 % 2 == 0
     hop = pipe.vae.cfg.hop
     np.testing.assert_allclose(part[DECODE_MARGIN_FRAMES * hop:], whole[60 * hop:], atol=1e-5)
+
+
+def test_level_matched_scales_the_replaced_bars_to_the_originals_rms():
+    from presto_core.editing import MATCH_DB, level_matched
+
+    rng = np.random.default_rng(0)
+    orig = (0.1 * rng.standard_normal(4000)).astype(np.float32)
+    new = (0.4 * rng.standard_normal(4000)).astype(np.float32)
+    out = level_matched(orig, new, 1000, 3000, 100)
+    rms = lambda x: float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))  # noqa: E731
+    # 12 dB louder than the original: turned down by the most allowed, 6 dB
+    assert rms(out[1000:3000]) == pytest.approx(rms(new[1000:3000]) * 10 ** (-MATCH_DB / 20), rel=1e-3)
+    assert np.array_equal(out[:900], new[:900]) and np.array_equal(out[3100:], new[3100:])
+    quiet = (0.15 * rng.standard_normal(4000)).astype(np.float32)
+    matched = level_matched(orig, quiet, 1000, 3000, 100)
+    assert rms(matched[1000:3000]) == pytest.approx(rms(orig[1000:3000]), rel=1e-4)  # within +-6 dB: exact
