@@ -196,7 +196,7 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                                 edit_to = Number(value=2, precision=0, label="to bar", minimum=None, maximum=None)
                                 replace_btn = gr.Button("Replace bars", variant="secondary", elem_id="replace-btn")
                             edit_strength = Number(value=None, label="Edit strength (0.01-1; 1 = from pure noise; "
-                                                                     "empty = 0.8 to extend, 0.9 to replace)",
+                                                                     "empty = 1 to extend, 0.9 to replace)",
                                                    minimum=None, maximum=None)
                         with gr.Accordion("Loop export", open=False):
                             loop_clip = gr.Audio(label="Clip to loop", type="filepath", sources=["upload"])

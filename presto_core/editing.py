@@ -7,7 +7,7 @@ the 4-step distilled ones included, and memory stays that of one window whatever
 
 - **extend**: windows march forward; each keeps ``context_seconds`` (whole bars) of what exists as
   known latents and adds the next bars. The first join is the source's last bar line; later joins
-  fall one second or more before a window's end, so the model never ends the music at a window's
+  fall WINDOW_GUARD_S (3 s) or more before a window's end, so the model never ends the music at a window's
   edge. The audio is spliced ``SPLICE_LEAD_S`` before each join: the source is kept sample for
   sample up to half a second (and a fade) before its last bar line.
 - **inpaint**: one window around bars a..b; outside the bars and their fades the source is kept
@@ -43,9 +43,10 @@ from presto_core.request import GenerationRequest, ValidatedRequest
 from presto_core.results import Clip, GenerationResult
 
 EDIT_KINDS = ("extend", "inpaint", "loop")
-# Extensions never end closer than this to a window's end: the model may treat a window's last
-# second as the end of a piece.
-WINDOW_GUARD_S = 1.0
+# Extensions never end closer than this to a window's end: the last seconds of a window read like
+# the end of a piece, and joins placed 1 s from the end had 1.3-1.7x the spectral flux of a bar
+# line (3 s: 0.7x; train/README.md, "Editing").
+WINDOW_GUARD_S = 3.0
 # Decoder receptive field is about 18 latent frames each way; decode this many before a join.
 DECODE_MARGIN_FRAMES = 24
 # An extension replaces this much of what precedes each join (more than the decoder's reach).
@@ -56,7 +57,7 @@ WIDEN_CHUNK_S, WIDEN_MARGIN_S, WIDEN_FADE = 30.0, 2.0, 2048
 # starts from its last bars repeated, a replacement from the bars it replaces, a loop's seam from
 # the clip around it. Set by the measured seams and beat drift (train/README.md, "Editing").
 LOOP_STRENGTH = 0.7
-STRENGTH = {"extend": 0.8, "inpaint": 0.9, "loop": LOOP_STRENGTH}
+STRENGTH = {"extend": 1.0, "inpaint": 0.9, "loop": LOOP_STRENGTH}
 # Largest level change a replacement gets to match the bars it replaces (dB).
 MATCH_DB = 6.0
 # Bars an extension repeats as its starting point (a phrase; fewer when the context is shorter).
@@ -355,7 +356,8 @@ def extend(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
             z_known = torch.zeros(1, p_z.shape[1], frames, device=pipe.device)
             have = min(frames, p_z.shape[-1] - off)
             z_known[..., :have] = p_z[..., off:off + have]
-        # Below strength 1 the new bars start from the last bars repeated on the asked grid.
+        # Below strength 1 (not the default) the new bars start from the last bars repeated on the
+        # asked grid, which keeps them closer to the context.
         z_init = z_known.clone()
         z_init[..., lo:] = tiled_latents(z_known[..., :lo], tile * bar / hop, frames - lo)
         z = regenerate(pipe, req, cond, z_known, lo, frames, gen, edit.strength, z_init=z_init,

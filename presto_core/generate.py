@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-audio", default=None, help="audio file to make a variation of")
     p.add_argument("--strength", type=float, default=None,
                    help="variation or edit strength (0, 1]: 1 ignores the audio (default: 1 for a variation; "
-                        "0.8 to extend, 0.9 to replace bars)")
+                        "1 to extend, 0.9 to replace bars)")
     p.add_argument("--loop", action="store_true", help="make the clip loop: whole bars that fit in --duration")
     p.add_argument("--time-signature", default="4/4", help="bars for --loop and edits: 4/4, 3/4, 6/8, ...")
     p.add_argument("--source", default=None, help="audio file to edit (with --extend-bars or --replace-bars)")

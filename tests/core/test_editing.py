@@ -129,10 +129,10 @@ def test_extend_marches_windows_and_keeps_the_source(pipe, variant):
     keep = BAR - SR // 2 - fade  # up to half a second and a fade before the join
     assert np.array_equal(out[:keep], src[:keep]) and not np.array_equal(out[:keep + fade], src[:keep + fade])
     assert not np.allclose(out[BAR:2 * BAR], src[BAR:2 * BAR] if src.size >= 2 * BAR else 0)
-    assert len(res.windows) == 3  # 10 s of new audio: 2 + 2 + 1 bars after 1 bar of context each
+    assert len(res.windows) == 5  # 10 s of new audio, one 2 s bar per 8 s window (1 bar of context, 3 s guard)
     assert [w["join_s"] for w in res.windows] == sorted(w["join_s"] for w in res.windows)
     assert res.windows[0]["join_s"] == pytest.approx(2.0) and res.windows[-1]["end_s"] == pytest.approx(12.0)
-    assert all(w["end_s"] - w["start_s"] <= 8.0 - 1.0 + 1e-6 for w in res.windows)
+    assert all(w["end_s"] - w["start_s"] <= 8.0 - 3.0 + 1e-6 for w in res.windows)
     assert all(-1 <= w["clap"] <= 1 for w in res.windows)
     assert [i for s, i, n in calls if s == "window"] == list(range(len(res.windows)))
     s = res.settings
