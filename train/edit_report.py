@@ -197,7 +197,9 @@ def render_markdown(rep: dict) -> str:
              f"device {m.get('device')}", f"- wall time: {rep['wall_s']:.0f} s", "",
              "## Seams", "",
              "Mean spectral flux and loudness jump (dB) at the seams, over the same at the ordinary bar lines "
-             "of the same audio (1 = a seam is like any bar line; target <= 1.2).", ""]
+             "of the same audio (1 = a seam is like any bar line; target <= 1.2), with a 90 % bootstrap interval "
+             "over prompts; 'share over bar p90': the seams whose flux exceeds 90 % of the bar lines' (0.1 = "
+             "like bar lines).", ""]
     summary = []
     for name, key in (("extend: window joins", "extend"), ("replace bars 5..6: both boundaries", "inpaint"),
                       ("loop, made to loop: loop point", "loop_made"),
@@ -205,8 +207,13 @@ def render_markdown(rep: dict) -> str:
                       ("loop, the plain clip repeated: loop point", "loop_plain")):
         r = pooled_ratio([row[key] for row in rows])
         summary.append({"name": name, **r})
+    for r in summary:
+        for k in ("flux", "loudness_db"):
+            r[f"{k}_ci"] = f"{r[f'{k}_ratio_lo']:.2f}-{r[f'{k}_ratio_hi']:.2f}"
     lines += markdown_table(summary, [("name", "Seams"), ("seams", "N"), ("bar_lines", "Bar lines"),
-                                      ("flux_ratio", "Flux ratio"), ("loudness_db_ratio", "Loudness-jump ratio"),
+                                      ("flux_ratio", "Flux ratio"), ("flux_ci", "90 % interval"),
+                                      ("flux_above_p90", "Share over bar p90"),
+                                      ("loudness_db_ratio", "Loudness-jump ratio"), ("loudness_db_ci", "90 % interval"),
                                       ("flux_seam", "Flux at seams"), ("flux_bars", "Flux at bar lines"),
                                       ("loudness_db_seam", "dB at seams"), ("loudness_db_bars", "dB at bar lines")])
     rep["summary"] = summary
