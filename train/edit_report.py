@@ -256,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    torch.set_grad_enabled(False)
-    rep = run_reported(run, args, command_line("python -m train.edit_report", argv))
+    with torch.no_grad():  # scoped: main() also runs inside other processes (tests)
+        rep = run_reported(run, args, command_line("python -m train.edit_report", argv))
     if rep is None:
         return 2
     text = render_markdown(rep)
