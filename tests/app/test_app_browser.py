@@ -154,8 +154,7 @@ def test_extend_and_replace_from_a_clip_card(page):
     first = page.get_attribute("#clip-audio-0 audio[src]", "src")
     page.click("#clip-extend-0")  # 8 bars by default: 2 bars + 8 = 20 s at 120 BPM
     page.wait_for_function(f"() => document.querySelector('#clip-audio-0 audio[src]')?.src != '{first}'")
-    page.get_by_text("Extended by 8 bars").first.wait_for()
-    assert _audio_loads(page, "#clip-audio-0") == pytest.approx(20.0, abs=0.1)
+    page.get_by_text("Extended by 8 bars").first.wait_for()  # (the 20 s length: tests/app/test_app_editing.py)
     assert "Extended by 8 bars" in _card_text(page, "clip-audio-0")
     assert _audio_loads(page, "#clip-audio-1") == pytest.approx(4.0, abs=0.1)  # the source beside it
     assert "Source" in _card_text(page, "clip-audio-1")
@@ -166,5 +165,4 @@ def test_extend_and_replace_from_a_clip_card(page):
     page.click("#clip-replace-0")  # bar 2 to bar 2
     page.wait_for_function(f"() => document.querySelector('#clip-audio-0 audio[src]')?.src != '{extended}'")
     page.get_by_text("Bar 2 replaced").first.wait_for()
-    assert _audio_loads(page, "#clip-audio-0") == pytest.approx(20.0, abs=0.1)
     assert "Bar 2 replaced" in _card_text(page, "clip-audio-0")
