@@ -23,7 +23,6 @@ the source. Tempo (BPM) counts quarter notes as in :mod:`presto_core.music`.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 import secrets
@@ -569,8 +568,3 @@ def _settings(pipe, edit: ValidatedEdit, seed: int, duration: float, **extra) ->
             "source_seconds": round(edit.audio.shape[-1] / pipe.sample_rate, 4), "duration": round(duration, 4),
             "time_signature": edit.time_signature, "crossfade_ms": edit.crossfade_ms,
             "context_seconds": edit.context_seconds, "strength": edit.strength, "stereo": edit.stereo, **extra}
-
-
-def edit_settings_keys() -> tuple[str, ...]:
-    """The EditRequest fields a settings dict reproduces (source aside)."""
-    return tuple(f.name for f in dataclasses.fields(EditRequest) if f.name not in ("source", "source_sr"))
