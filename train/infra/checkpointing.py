@@ -3,7 +3,9 @@ metrics log.
 
 Checkpoints live under ``RUN_DIR/checkpoints``::
 
-    step-00001000/          one complete checkpoint (accelerate state + ema_*.safetensors + run_state.json)
+    step-00001000/          one complete checkpoint (accelerate state + ema_*.safetensors + run_state.json;
+                            under FSDP also sharded_model_<i>.safetensors + sharded_optimizer_<i>.pt,
+                            the gathered weights and optimizer state of each sharded network)
     latest                  text file naming the newest complete checkpoint (written atomically)
     .tmp-step-00003000/     a checkpoint being written; ignored (and removed) if a run died mid-write
 
@@ -33,6 +35,7 @@ from safetensors.torch import load_file, save as safetensors_bytes
 from torch import nn
 
 from presto_core.checkpoint import atomic_write_bytes, atomic_write_json
+from train.infra import sharding
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
@@ -230,28 +233,43 @@ class EMA:
         self.updates += 1
 
     @torch.no_grad()
-    def copy_to(self, model: nn.Module) -> nn.Module:
-        """Load the averaged weights into ``model`` (cast to its dtypes); returns it."""
+    def full_shadow(self) -> dict[str, torch.Tensor]:
+        """The whole averaged state dict. Collective when the model is sharded (FSDP): every rank
+        calls it and gets the same tensors."""
+        return {k: sharding.full(v) for k, v in self.shadow.items()}
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module | None) -> nn.Module | None:
+        """Load the averaged weights into ``model`` (cast to its dtypes); returns it. Under FSDP every
+        rank calls it (the weights are gathered); ranks that evaluate nothing pass None."""
+        shadow = self.full_shadow()
+        if model is None:
+            return None
         own = model.state_dict()
-        model.load_state_dict({k: self.shadow[k].to(own[k].dtype) for k in own})
+        model.load_state_dict({k: shadow[k].to(own[k].dtype) for k in own})
         return model
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "warmup": self.warmup, "updates": self.updates, "shadow": self.shadow}
 
+    @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
         missing = set(self.shadow) ^ set(state["shadow"])
         if missing:
             raise ValueError(f"EMA state does not match the model: differing keys {sorted(missing)[:5]}")
         self.updates = int(state["updates"])
         for k, v in state["shadow"].items():
-            self.shadow[k].copy_(v)
+            self.shadow[k].copy_(sharding.like(v, self.shadow[k]))
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the averaged weights (safetensors, readable without this class) atomically."""
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.shadow.items()}
-        meta = {"decay": str(self.decay), "warmup": str(int(self.warmup)), "updates": str(self.updates)}
-        atomic_write_bytes(Path(path), safetensors_bytes(tensors, metadata=meta))
+    def metadata(self) -> dict[str, str]:
+        return {"decay": str(self.decay), "warmup": str(int(self.warmup)), "updates": str(self.updates)}
+
+    def save(self, path: str | os.PathLike, shadow: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the averaged weights (safetensors, readable without this class) atomically.
+        ``shadow``: what :meth:`full_shadow` returned, when the caller gathered it on every rank."""
+        shadow = self.shadow if shadow is None else shadow
+        tensors = {k: v.detach().cpu().contiguous() for k, v in shadow.items()}
+        atomic_write_bytes(Path(path), safetensors_bytes(tensors, metadata=self.metadata()))
 
     def load(self, path: str | os.PathLike) -> None:
         with safe_open(str(path), framework="pt") as f:
@@ -265,10 +283,12 @@ def load_ema_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return load_file(str(path), device="cpu")
 
 
-def save_checkpoint(accelerator, manager: CheckpointManager, step: int, emas: dict[str, EMA], info: dict) -> Path:
+def save_checkpoint(accelerator, manager: CheckpointManager, step: int, emas: dict[str, EMA], info: dict,
+                    sharded: list | None = None) -> Path:
     """Collective: every process calls it. accelerate writes models, optimizers, registered objects
     and per-process RNG states into the scratch folder, the main process adds ``ema_<name>.safetensors``
-    and ``run_state.json`` and renames the folder into place.
+    and ``run_state.json`` and renames the folder into place. ``sharded``: (model, optimizer or None)
+    pairs trained under FSDP, whose whole state is gathered here and written by the main process.
 
     Raises :class:`DiskFullError` on every process when any of them ran out of space (the scratch
     folder is removed, earlier checkpoints stay as they were); other write errors propagate."""
@@ -282,12 +302,21 @@ def save_checkpoint(accelerator, manager: CheckpointManager, step: int, emas: di
     except (OSError, RuntimeError) as e:
         err = e
     _agree_on_failure(accelerator, err, manager, tmp, step)
+    # Gathering is collective, so it happens on every process before the main one writes.
+    shadows = {name: e.full_shadow() for name, e in emas.items()}
+    states = [(sharding.full_model_state(m), sharding.full_optimizer_state(m, o) if o is not None else None)
+              for m, o in (sharded or [])]
     accelerator.wait_for_everyone()  # every process's RNG file must be in the folder before the rename
     err = None
     if accelerator.is_main_process:
         try:
             for name, e in emas.items():
-                e.save(tmp / f"ema_{name}.safetensors")
+                e.save(tmp / f"ema_{name}.safetensors", shadows[name])
+            for i, (weights, optim) in enumerate(states):
+                atomic_write_bytes(tmp / f"sharded_model_{i}.safetensors",
+                                   safetensors_bytes({k: v.contiguous() for k, v in weights.items()}))
+                if optim is not None:
+                    torch.save(optim, tmp / f"sharded_optimizer_{i}.pt")
             manager.finalize(tmp, step, {**info, "step": step, "time": time.time(), "emas": sorted(emas)})
         except (OSError, RuntimeError) as e:
             err = e
@@ -320,9 +349,15 @@ def _agree_on_failure(accelerator, err: BaseException | None, manager: Checkpoin
     raise RuntimeError(f"checkpoint step {step} failed on another process (see its log)")
 
 
-def load_checkpoint(accelerator, path: Path, emas: dict[str, EMA]) -> dict:
+def load_checkpoint(accelerator, path: Path, emas: dict[str, EMA], sharded: list | None = None) -> dict:
     """Collective inverse of :func:`save_checkpoint`; returns the checkpoint's run_state."""
     accelerator.load_state(str(path))
+    for i, (model, optimizer) in enumerate(sharded or []):
+        weights = load_file(str(Path(path) / f"sharded_model_{i}.safetensors"))
+        optim = None
+        if optimizer is not None:
+            optim = torch.load(Path(path) / f"sharded_optimizer_{i}.pt", map_location="cpu", weights_only=False)
+        sharding.load_full_state(model, weights, optimizer, optim)
     for name, e in emas.items():
         e.load(Path(path) / f"ema_{name}.safetensors")
     return read_run_state(path)

@@ -41,7 +41,12 @@ def _convert(tp, value, where: str):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, where)
+        for a in inner[:-1]:  # the first member the value fits (e.g. ``str | bool``)
+            try:
+                return _convert(a, value, where)
+            except ConfigError:
+                pass
+        return _convert(inner[-1], value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -130,12 +135,17 @@ def read_config_file(path: str | os.PathLike, overrides: list[str] | tuple = ())
     return raw
 
 
+FSDP_MODES = ("no", "full", "hybrid")
+
+
 @dataclass
 class LoopConfig:
     """Settings every stage shares (the ``loop`` sub-section of a stage)."""
 
     max_steps: int = 1000
-    batch_size: int = 8  # per process
+    # Per process and per micro-batch: the global batch of one optimizer step is
+    # batch_size x processes x grad_accum_steps (logged at the start and in config.json).
+    batch_size: int = 8
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
@@ -148,13 +158,21 @@ class LoopConfig:
     log_every: int = 10
     seed: int = 0
     num_workers: int = 0
-    fsdp: bool = False  # shard with FSDP when launched on several GPUs (else DDP)
+    # Sharding when launched on several processes: "no" (DDP), "full" (FSDP2, every rank holds a
+    # shard) or "hybrid" (HSDP: shards within a node, replicas across nodes). true/false = full/no.
+    fsdp: str | bool = "no"
+    grad_accum_steps: int = 1  # micro-batches of batch_size per optimizer step (global batch below)
+    activation_checkpointing: bool = False  # recompute each DiT block's activations in the backward
     debug_nan_at_step: int = -1  # test hook: multiply the loss by NaN at this step
 
     def __post_init__(self):
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ConfigError(f"loop.mixed_precision must be auto|no|bf16|fp16, got {self.mixed_precision!r}")
-        for name in ("max_steps", "batch_size", "checkpoint_every", "log_every"):
+        if isinstance(self.fsdp, bool):
+            self.fsdp = "full" if self.fsdp else "no"
+        if self.fsdp not in FSDP_MODES:
+            raise ConfigError(f"loop.fsdp must be one of {'|'.join(FSDP_MODES)} (or true/false), got {self.fsdp!r}")
+        for name in ("max_steps", "batch_size", "checkpoint_every", "log_every", "grad_accum_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"loop.{name} must be >= 1, got {getattr(self, name)}")
 

@@ -38,15 +38,17 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from accelerate import Accelerator, FullyShardedDataParallelPlugin
-from accelerate.utils import DistributedDataParallelKwargs, DistributedType
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from presto_core.checkpoint import atomic_write_json
 from train.infra.checkpointing import (LATEST, EMA, CheckpointError, CheckpointManager, DiskFullError, load_checkpoint,
-                                       save_checkpoint, truncate_metrics, verify_checkpoint)
+                                       read_run_state, save_checkpoint, truncate_metrics, verify_checkpoint)
+from train.infra import sharding
 from train.infra.config import ConfigError, DataError, LoopConfig, default_run_dir, load_config, parse_args, to_dict
+from train.infra.lock import RunLock, RunLockedError
 
 EXIT_NONFINITE = 3  # process exit status when the NaN/inf guard stops a run
 EXIT_STOPPED = 4  # process exit status after SIGTERM/SIGINT: checkpoint written, resume with --resume latest
@@ -65,10 +67,21 @@ class NonFiniteError(RuntimeError):
 # The run
 
 
-def resolve_mixed_precision(choice: str, cpu: bool) -> str:
-    """'auto' -> bf16 on CUDA with bf16 (else fp16), bf16 on AVX512 CPUs, else no."""
+def resolve_mixed_precision(choice: str, cpu: bool, launcher: str | None = None) -> str:
+    """'auto' -> the launcher's ``--mixed_precision`` when it asks for one, else bf16 on CUDA with
+    bf16 (else fp16), bf16 on AVX512 CPUs, else no. An explicit config value that contradicts the
+    launcher is a :class:`ConfigError` (accelerate exports "no" when the flag is absent, so "no"
+    from the launcher never overrides the config)."""
+    launcher = launcher if launcher and launcher != "no" else None
     if choice != "auto":
+        if launcher is not None and launcher != choice:
+            raise ConfigError(f"the launcher asks for --mixed_precision {launcher} but loop.mixed_precision is "
+                              f"{choice!r}; drop one of them or make them agree")
         return choice
+    if launcher is not None:
+        if launcher not in ("bf16", "fp16"):
+            raise ConfigError(f"launcher --mixed_precision {launcher}: this project trains in no|bf16|fp16")
+        return launcher
     if torch.cuda.is_available() and not cpu:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     cap = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
@@ -104,19 +117,35 @@ class Run:
         self.out_dir = Path(args.out) if args.out else default_run_dir(config_name, stage)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         cpu = bool(getattr(args, "cpu", False))
-        self.mixed_precision = resolve_mixed_precision(loop.mixed_precision, cpu)
-        kwargs = {}
-        if loop.fsdp and torch.cuda.is_available() and not cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
+        self.mixed_precision = resolve_mixed_precision(loop.mixed_precision, cpu,
+                                                       os.environ.get("ACCELERATE_MIXED_PRECISION"))
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not cpu and not torch.cuda.is_available():
+            # Without this, accelerate falls back to one independent process per launched rank.
+            raise ConfigError("launched on several processes with no GPU: pass the stage's --cpu to train "
+                              "them together on the CPU (gloo)")
         self.accelerator = Accelerator(
             cpu=cpu, mixed_precision=self.mixed_precision, log_with="tensorboard", project_dir=str(self.out_dir),
             # Stages whose steps leave some parameters without gradient (e.g. sample-dependent layer
             # dropping) must say so, or DDP waits for those gradients forever.
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
-            **kwargs,
         )
         self.device = self.accelerator.device
         self.is_main = self.accelerator.is_main_process
+        self.world = self.accelerator.num_processes
+        # One process has nothing to shard: FSDP runs as plain single-process training.
+        self.fsdp = loop.fsdp if self.world > 1 else "no"
+        if self.fsdp != "no" and self.mixed_precision == "fp16":
+            raise ConfigError("loop.fsdp with fp16: FSDP here trains in bf16 or float32 (no loss scaling); "
+                              "set loop.mixed_precision=bf16")
+        self.global_batch = loop.batch_size * self.world * loop.grad_accum_steps
+        self._lock = RunLock(self.out_dir)
+        if self.is_main:
+            self._lock.acquire()
+        self._models: list[torch.nn.Module] = []
+        self._optimizers: list[torch.optim.Optimizer] = []
+        self._sharded: list[tuple[torch.nn.Module, torch.optim.Optimizer | None]] = []
+        self._micro = 0  # micro-batch index inside the current optimizer step
+        self._finite = True
         self.ckpt = CheckpointManager(self.out_dir / "checkpoints", loop.keep_checkpoints)
         self._step = _Scalar(0)
         self.accelerator.register_for_checkpointing(self._step)
@@ -125,14 +154,15 @@ class Run:
         self._stop_signal: int | None = None
         self._saved_step = -1
         self._sums: dict[str, float] = {}
-        self._count = 0
+        self._counts: dict[str, int] = {}
         self._in_step = False
         self._bar = None
         self._t0 = time.perf_counter()
         self._step0 = 0
         if self.is_main:
             record = {"stage": stage, "loop": to_dict(loop), **(config_record or {}),
-                      "mixed_precision": self.mixed_precision, "num_processes": self.accelerator.num_processes}
+                      "mixed_precision": self.mixed_precision, "num_processes": self.world,
+                      "global_batch": self.global_batch, "fsdp": self.fsdp}
             atomic_write_json(self.out_dir / "config.json", record)
         self.accelerator.init_trackers("tb")
 
@@ -145,6 +175,13 @@ class Run:
     @property
     def done(self) -> bool:
         return self.step >= self.max_steps
+
+    @property
+    def stepped(self) -> bool:
+        """Whether the last :meth:`end_step` finished an optimizer step (always, without gradient
+        accumulation; on the last micro-batch of each step with it). Stage code after end_step
+        (evaluations) runs when this is true."""
+        return self._micro == 0
 
     # -- building -----------------------------------------------------------------------------
     def adam(self, params, lr: float | None = None, betas=None, weight_decay: float | None = None):
@@ -169,8 +206,30 @@ class Run:
         return sched
 
     def prepare(self, *objs):
-        """accelerate.prepare for models and optimizers (DDP/FSDP wrapping, device, autocast)."""
-        return self.accelerator.prepare(*objs)
+        """Models and optimizers, ready to train: activation checkpointing when configured, then
+        accelerate.prepare (DDP, device, autocast) or, with ``loop.fsdp`` on several processes, FSDP2
+        sharding (train/infra/sharding.py; the same objects come back, sharded in place)."""
+        models = [o for o in objs if isinstance(o, torch.nn.Module)]
+        opts = [o for o in objs if isinstance(o, torch.optim.Optimizer)]
+        if self.cfg.activation_checkpointing:
+            for m in models:
+                sharding.checkpoint_activations(m)
+        if self.fsdp == "no":
+            out = self.accelerator.prepare(*objs)
+            out = out if isinstance(out, tuple) else (out,)
+            self._models += [o for o in out if isinstance(o, torch.nn.Module)]
+            self._optimizers += [o for o in out if isinstance(o, torch.optim.Optimizer)]
+            return out if len(out) > 1 else out[0]
+        sharding.shard(models, opts, mode=self.fsdp, device=self.device,
+                       param_dtype=torch.bfloat16 if self.mixed_precision == "bf16" else None)
+        paired = {}
+        for o in opts:
+            first = o.param_groups[0]["params"][0]
+            paired[id(next(m for m in models if any(p is first for p in m.parameters())))] = o
+        self._sharded += [(m, paired.get(id(m))) for m in models if any(True for _ in m.parameters())]
+        self._models += models
+        self._optimizers += opts
+        return objs if len(objs) > 1 else objs[0]
 
     def train_one(self, model, ema_name: str = "model"):
         """The usual set-up of one trained model: Adam with the loop's settings, its warm-up schedule,
@@ -181,15 +240,14 @@ class Run:
         return model, opt, sched, self.ema(ema_name, model)
 
     def unwrap(self, model):
-        return self.accelerator.unwrap_model(model)
+        """The module itself (DDP's wrapper removed; an FSDP module is its own)."""
+        return model if self.fsdp != "no" else self.accelerator.unwrap_model(model)
 
     def ema(self, name: str, model, decay: float | None = None, warmup: bool = True) -> EMA:
         """Track an EMA of ``model`` (prepared or not); updated in :meth:`end_step`, saved as
         ``ema_<name>.safetensors`` in every checkpoint."""
-        if self.accelerator.distributed_type == DistributedType.FSDP:
-            # Each process would average only its own parameter shards, and the saved EMA would be
-            # rank 0's shard. DDP fits the paper's DiT-XL (about 11 GB of weights + Adam state).
-            raise NotImplementedError("EMA weights are not supported with FSDP yet; train with DDP (loop.fsdp=false)")
+        # Under FSDP the shadow copies are sharded like the parameters (each rank averages its shard);
+        # checkpoints and copy_to gather them.
         inner = self.unwrap(model)
         e = EMA(inner, self.cfg.ema_decay if decay is None else decay, warmup)
         self._emas[name] = (e, inner)
@@ -201,12 +259,20 @@ class Run:
 
     # -- randomness and data ------------------------------------------------------------------
     def generator(self, device=None, salt: int = 0) -> torch.Generator:
-        """A fresh generator seeded by (seed, process, step, salt): the loop's noise, sigmas and
-        dropout masks drawn from it are identical whether or not the run was resumed."""
-        seed = np.random.SeedSequence([self.cfg.seed, self.accelerator.process_index, self.step, salt])
-        g = torch.Generator(device=device or self.device)
-        g.manual_seed(int(seed.generate_state(1, np.uint64)[0] >> np.uint64(1)))
-        return g
+        """A fresh generator seeded by (seed, process, step, salt) (and the micro-batch with gradient
+        accumulation): the loop's noise, sigmas and dropout masks drawn from it are identical whether
+        or not the run was resumed."""
+        key = [self.cfg.seed, self.accelerator.process_index, self.step, salt]
+        return _seeded(key + ([self._micro] if self.cfg.grad_accum_steps > 1 else []), device or self.device)
+
+    def sample_generators(self, n: int, device=None, salt: int = 0) -> list[torch.Generator]:
+        """One generator per sample of the current micro-batch, seeded by (seed, step, salt, the
+        sample's place in the global batch): what is drawn from them does not depend on the number
+        of processes or micro-batches, so one process at batch B, two at B/2 and one accumulating two
+        micro-batches of B/2 train the same model."""
+        first = (self._micro * self.world + self.accelerator.process_index) * n
+        return [_seeded([self.cfg.seed, 0x5A3B, self.step, salt, first + i], device or self.device)
+                for i in range(n)]
 
     def batches(self, dataset, collate_fn=None, batch_size: int | None = None) -> Iterator:
         """Yield device batches until ``max_steps``; call :meth:`end_step` once per batch.
@@ -217,8 +283,8 @@ class Run:
         exactly the batch an uninterrupted run would have seen.
         """
         per = batch_size or self.cfg.batch_size
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        gb = per * world
+        world, rank, k = self.world, self.accelerator.process_index, self.cfg.grad_accum_steps
+        gb = per * world * k  # samples per optimizer step; micro-batch m of rank r is slice m * world + r
         n = len(dataset)
         if n == 0:
             raise ValueError("empty dataset")
@@ -229,8 +295,9 @@ class Run:
             while not self.done:
                 epoch, pos = divmod(self.step, epoch_len)
                 perm = np.resize(np.random.default_rng([self.cfg.seed, 0xDA7A, epoch]).permutation(n), epoch_len * gb)
-                plan = [perm[j * gb + rank * per: j * gb + (rank + 1) * per].tolist() for j in range(pos, epoch_len)]
-                plan = plan[: self.max_steps - self.step]
+                steps = range(pos, min(epoch_len, pos + self.max_steps - self.step))
+                plan = [perm[j * gb + (m * world + rank) * per: j * gb + (m * world + rank + 1) * per].tolist()
+                        for j in steps for m in range(k)]
                 if hasattr(dataset, "set_epoch"):
                     dataset.set_epoch(epoch)
                 # An own generator: a new DataLoader iterator otherwise draws its worker base seed from the
@@ -240,20 +307,39 @@ class Run:
                                     pin_memory=self.device.type == "cuda", generator=worker_gen)
                 for batch in loader:
                     self._in_step = True
+                    for m in self._models:  # DDP/FSDP reduce gradients on a step's last micro-batch only
+                        sharding.set_gradient_sync(m, self._micro == k - 1)
                     yield _to_device(batch, self.device)
                     if self._in_step:
                         raise RuntimeError("Run.batches: call run.end_step(...) once per batch")
-                    if self._stop_signal is not None and not self.done:
+                    if self.stepped and self._stop_agreed() and not self.done:
                         # Raised here, not in end_step, so that what the stage logs after end_step
                         # (held-out losses, turn averages) for the stopped step is written too.
                         self._flush_logs()
                         if self._saved_step != self.step:  # the signal came after end_step
                             self.save_checkpoint()
-                        raise StopRequested(f"stopped by signal {self._stop_signal} after step {self.step}; "
+                        raise StopRequested(f"stopped by {self._stop_reason()} after step {self.step}; "
                                             "checkpoint written, continue with --resume latest")
+        except BaseException:
+            self._lock.release()  # the run is over; the process may go on (tests, notebooks)
+            raise
         finally:
             for sig, h in previous.items():
                 signal.signal(sig, h)
+
+    def _stop_agreed(self) -> bool:
+        """Whether any process was signalled to stop. Collective (one tiny all-reduce per step), at
+        the same point of every process's loop, so all stop after the same step."""
+        local = self._stop_signal is not None
+        if self.world == 1:
+            return local
+        flag = self.accelerator.reduce(torch.tensor([float(local)], device=self.device), reduction="sum")
+        if float(flag) > 0 and not local:
+            self._stop_signal = -1  # another rank's signal
+        return float(flag) > 0
+
+    def _stop_reason(self) -> str:
+        return "another process's signal" if self._stop_signal == -1 else f"signal {self._stop_signal}"
 
     # -- the step -----------------------------------------------------------------------------
     def autocast(self):
@@ -264,18 +350,29 @@ class Run:
                  name: str = "loss") -> float:
         """Backward, NaN/inf guard, gradient clipping, optimizer (and scheduler) step, zero_grad.
 
-        Returns the global gradient norm before clipping. Raises :class:`NonFiniteError` before
+        With ``loop.grad_accum_steps`` k > 1 the loss is divided by k and the optimizer steps on the
+        k-th micro-batch only; earlier ones return None. Returns the global gradient norm before
+        clipping. Raises :class:`NonFiniteError` before
         the optimizer step if the loss or gradient is not finite (on every process at once), so
         the weights stay as they were and no broken checkpoint is ever written.
         """
         if self.step == self.cfg.debug_nan_at_step:
             loss = loss * float("nan")
-        self.accelerator.backward(loss)
+        k = self.cfg.grad_accum_steps
+        self.accelerator.backward(loss / k if k > 1 else loss)
+        self._finite = self._finite and bool(torch.isfinite(loss.detach()).all())
+        if self._micro < k - 1:
+            return None  # gradients accumulate; the optimizer steps on the last micro-batch
+        finite, self._finite = self._finite, True
         params = [p for p in model.parameters() if p.requires_grad]
         max_norm = self.cfg.grad_clip if clip is None else clip
-        norm = self.accelerator.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
-        norm = float(norm) if norm is not None else 0.0
-        ok = torch.tensor([float(torch.isfinite(loss.detach()).all())], device=self.device)
+        max_norm = max_norm if max_norm > 0 else float("inf")
+        if self.fsdp != "no":
+            norm = sharding.grad_norm(params, max_norm)
+        else:
+            norm = self.accelerator.clip_grad_norm_(params, max_norm)
+            norm = float(norm) if norm is not None else 0.0
+        ok = torch.tensor([float(finite)], device=self.device)
         if self.accelerator.scaler is None:  # with fp16 loss scaling, inf grads only skip the step
             ok = ok * float(math.isfinite(norm))
         if self.accelerator.num_processes > 1:
@@ -315,51 +412,76 @@ class Run:
 
     def end_step(self, update_ema: bool = True, **metrics) -> None:
         """Finish the step: EMA updates (unless ``update_ema`` is False, e.g. on a step that did not
-        change the averaged model), step counter, progress bar, logging, periodic checkpoint."""
+        change the averaged model), step counter, progress bar, logging, periodic checkpoint.
+        With gradient accumulation, call it after every micro-batch: the metrics of each are
+        averaged, and the step ends on the last one (:attr:`stepped`). None values are skipped."""
+        self._in_step = False
+        for k, v in metrics.items():
+            if v is None:
+                continue
+            v = float(v.detach().float().mean()) if isinstance(v, torch.Tensor) else float(v)
+            self._sums[k] = self._sums.get(k, 0.0) + v
+            self._counts[k] = self._counts.get(k, 0) + 1
+        self._micro = (self._micro + 1) % self.cfg.grad_accum_steps
+        if self._micro:
+            return
         if update_ema:
             for e, inner in self._emas.values():
                 e.update(inner)
         self._step.value += 1
-        self._in_step = False
-        for k, v in metrics.items():
-            v = float(v.detach().float().mean()) if isinstance(v, torch.Tensor) else float(v)
-            self._sums[k] = self._sums.get(k, 0.0) + v
-        self._count += 1
         if self.is_main:
             if self._bar is None:
                 self._bar = tqdm(total=self.max_steps, initial=self.step - 1, desc=self.stage, dynamic_ncols=True)
             self._bar.update(1)
         if self.step % self.cfg.log_every == 0 or self.done:
             self._flush_logs()
-        stopping = self._stop_signal is not None
+        # One process stops at once; several agree in batches() first (a signal reaches one rank).
+        stopping = self._stop_signal is not None and self.world == 1
         if stopping:
             self._flush_logs()
         if self.step % self.cfg.checkpoint_every == 0 or self.done or stopping:
             self.save_checkpoint()
 
     def log(self, **metrics) -> None:
-        """Log values now (e.g. evaluation results) at the current step: TensorBoard + metrics.jsonl."""
+        """Log values now (e.g. evaluation results) at the current step: TensorBoard + metrics.jsonl.
+        Not collective: values one process computed for the whole run (held-out scores on the main
+        process). Per-process values go through :meth:`log_mean`."""
         logs = {k: float(v) for k, v in metrics.items()}
         self.accelerator.log(logs, step=self.step)
         if self.is_main:
             with open(self.out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps({"step": self.step, **logs}) + "\n")
 
+    def log_mean(self, **metrics) -> None:
+        """:meth:`log` of per-process values (a stage's own meters), averaged over processes.
+        Collective: every process calls it with the same keys."""
+        self.log(**self._mean_over_ranks(metrics))
+
+    def _mean_over_ranks(self, metrics: dict) -> dict[str, float]:
+        keys = sorted(metrics)
+        if self.world == 1 or not keys:
+            return {k: float(metrics[k]) for k in keys}
+        names = self.accelerator.gather_for_metrics([keys], use_gather_object=True)
+        if any(n != keys for n in names):
+            raise RuntimeError(f"{self.stage}: processes logged different metrics ({names}); log the same keys")
+        vals = torch.tensor([float(metrics[k]) for k in keys], device=self.device, dtype=torch.float64)
+        return dict(zip(keys, self.accelerator.reduce(vals, reduction="mean").tolist()))
+
     def lrs(self) -> dict[str, float]:
         """Learning rate of each prepared optimizer's first group in its latest step ("lr/<index>")."""
         return {f"lr/{i}": self._lrs.get(id(opt), opt.param_groups[0]["lr"])
-                for i, opt in enumerate(self.accelerator._optimizers)}
+                for i, opt in enumerate(self._optimizers)}
 
     def _flush_logs(self) -> None:
-        if not self._count:
+        if not self._counts:
             return
         keys = sorted(self._sums)
-        vals = torch.tensor([self._sums[k] / self._count for k in keys], device=self.device, dtype=torch.float64)
-        if self.accelerator.num_processes > 1 and keys:
+        vals = torch.tensor([self._sums[k] / self._counts[k] for k in keys], device=self.device, dtype=torch.float64)
+        if self.world > 1 and keys:
             vals = self.accelerator.reduce(vals, reduction="mean")
         logs = {k: float(v) for k, v in zip(keys, vals.tolist())}
         logs.update(self.lrs())
-        self._sums, self._count = {}, 0
+        self._sums, self._counts = {}, {}
         now = time.perf_counter()
         logs["steps_per_s"] = (self.step - self._step0) / max(now - self._t0, 1e-9)
         self._t0, self._step0 = now, self.step  # rate over the last logging interval
@@ -375,7 +497,9 @@ class Run:
     def save_checkpoint(self) -> Path:
         """Write a complete checkpoint of everything registered, atomically (see checkpointing.py)."""
         emas = {name: e for name, (e, _) in self._emas.items()}
-        path = save_checkpoint(self.accelerator, self.ckpt, self.step, emas, {"stage": self.stage})
+        info = {"stage": self.stage, "num_processes": self.world, "global_batch": self.global_batch,
+                "fsdp": self.fsdp}
+        path = save_checkpoint(self.accelerator, self.ckpt, self.step, emas, info, self._sharded)
         self._saved_step = self.step
         return path
 
@@ -412,8 +536,9 @@ class Run:
         for path in candidates:
             problem = verify_checkpoint(path)
             if problem is None:
+                self._check_same_layout(path)
                 try:
-                    state = load_checkpoint(self.accelerator, path, emas)
+                    state = load_checkpoint(self.accelerator, path, emas, self._sharded)
                     break
                 except Exception as e:  # noqa: BLE001 - e.g. a truncated file of a checkpoint without sums
                     problem = f"{path} could not be loaded ({type(e).__name__}: {e})"
@@ -431,6 +556,19 @@ class Run:
         self.print(f"resumed at step {self.step}")
         return self.step
 
+    def _check_same_layout(self, path: Path) -> None:
+        """Refuse a checkpoint written by another number of processes or another global batch: its
+        per-process RNG states and data order belong to that layout, so the run would silently
+        change (the weights themselves are whole in every checkpoint, DDP or FSDP)."""
+        state = read_run_state(path)
+        saved = state.get("num_processes", self.world), state.get("global_batch", self.global_batch)
+        if saved != (self.world, self.global_batch):
+            raise CheckpointError(
+                f"{path} was written by {saved[0]} process(es) with a global batch of {saved[1]}; this run has "
+                f"{self.world} with {self.global_batch} (batch_size {self.cfg.batch_size} x {self.world} x "
+                f"grad_accum_steps {self.cfg.grad_accum_steps}). Resume with the same launch, or warm-start a new "
+                "--out from the exported EMA weights (the stage's init key)")
+
     def finish(self, export: Callable[[], Path] | None = None) -> Path:
         """Flush logs, close the progress bar and trackers; then, on the main process, call
         ``export()`` (the stage's export) and log where it wrote. Returns the run folder."""
@@ -439,14 +577,24 @@ class Run:
             self._bar.close()
             self._bar = None
         self.accelerator.end_training()
+        if self.fsdp != "no":  # the export runs on the main process only: gather the averages first
+            for e, _ in self._emas.values():
+                e.shadow = e.full_shadow()
         if export is not None and self.is_main:
             self.print(f"exported {export()}")
+        self._lock.release()
         return self.out_dir
 
     def print(self, *a) -> None:
         """A log line from the main process only (stderr, so stdout stays clean for tools)."""
         if self.is_main:
             print(*a, file=sys.stderr, flush=True)
+
+
+def _seeded(key: list[int], device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> np.uint64(1)))
+    return g
 
 
 class _Warmup:
@@ -471,7 +619,8 @@ def _to_device(batch, device):
 
 # What run_main prints before each error's message, and the exit status it returns.
 _EXITS = ((NonFiniteError, "error: ", EXIT_NONFINITE), (ConfigError, "config error: ", 2), (DataError, "data error: ", 2),
-          (CheckpointError, "checkpoint error: ", 2), (DiskFullError, "error: ", 2), (StopRequested, "", EXIT_STOPPED))
+          (CheckpointError, "checkpoint error: ", 2), (DiskFullError, "error: ", 2), (RunLockedError, "error: ", 2),
+          (StopRequested, "", EXIT_STOPPED))
 
 
 def run_main(fn, argv=None) -> int:
