@@ -54,6 +54,7 @@ def train(argv: list[str] | None = None) -> Path:
               f"crops of {lat.frames} frames, {run.accelerator.num_processes} process(es), {run.mixed_precision}")
     model, opt, sched, ema = run.train_one(model)
     heldout = lat.heldout_loss(run, data, cfg)
+    eval_model = None
     if heldout is not None:
         eval_model = Precond(DiT(cfg.model), cfg.edm.sigma_data).to(run.device).eval()  # before restore(): RNG
     run.restore()
@@ -63,8 +64,10 @@ def train(argv: list[str] | None = None) -> Path:
         loss = masked_dsm_loss(model, x0, sigma, noise, batch["length"], cfg.edm.sigma_data, **cond)
         grad_norm = run.backward(loss, model, opt, sched)
         run.end_step(loss=loss, grad_norm=grad_norm)
-        if heldout is not None and ((cfg.eval_every and run.step % cfg.eval_every == 0) or run.done):
-            run.log(heldout_loss=heldout(ema.copy_to(eval_model)))
+        if run.stepped and ((cfg.eval_every and run.step % cfg.eval_every == 0) or run.done):
+            averaged = ema.copy_to(eval_model)  # on every process: under FSDP the average is gathered
+            if heldout is not None:
+                run.log(heldout_loss=heldout(averaged))
 
     return run.finish(export=lambda: export_stage(run, data, cfg, ema, cfg.model, BASE, base=None,
                                                   steps=cfg.sampler_steps, guidance=cfg.guidance_scale))

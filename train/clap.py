@@ -101,8 +101,9 @@ def train(argv: list[str] | None = None) -> Path:
     run.restore()
 
     def evaluate():
+        averaged = ema.copy_to(eval_model)  # on every process: under FSDP the average is gathered
         if run.is_main and heldout is not None and len(heldout):
-            run.log(**heldout.evaluate(ema.copy_to(eval_model), text, run.device))
+            run.log(**heldout.evaluate(averaged, text, run.device))
         run.accelerator.wait_for_everyone()
 
     for batch in run.batches(dataset, collate):
@@ -113,7 +114,7 @@ def train(argv: list[str] | None = None) -> Path:
         with torch.no_grad():
             acc = retrieval_accuracy(text_emb.detach(), audio_emb.detach(), ks=(1,))["top1"]
         run.end_step(loss=loss, grad_norm=grad_norm, train_top1=acc)
-        if run.step % cfg.eval_every == 0 or run.done:
+        if run.stepped and (run.step % cfg.eval_every == 0 or run.done):
             evaluate()
 
     def export() -> Path:

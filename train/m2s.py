@@ -116,8 +116,9 @@ def train(argv: list[str] | None = None) -> Path:
     run.restore()
 
     def evaluate():
+        averaged = ema.copy_to(eval_model)  # on every process: under FSDP the average is gathered
         if run.is_main and heldout is not None:
-            scores = stereo_scores(ema.copy_to(eval_model), heldout.to(run.device))
+            scores = stereo_scores(averaged, heldout.to(run.device))
             run.log(**{f"heldout/{k}": v for k, v in scores.items()})
         run.accelerator.wait_for_everyone()
 
@@ -149,7 +150,7 @@ def train(argv: list[str] | None = None) -> Path:
             logs["width"] = width_loss
         grad_norm = run.backward(loss, model, opt, sched)
         run.end_step(loss=loss, grad_norm=grad_norm, side_stft=side_loss, lr_stft=lr_loss, **logs)
-        if run.step % cfg.eval_every == 0 or run.done:
+        if run.stepped and (run.step % cfg.eval_every == 0 or run.done):
             evaluate()
 
     def export() -> Path:

@@ -115,6 +115,9 @@ class VAEStageConfig:
     reinit_decoder: bool = False
 
     def __post_init__(self):
+        if self.loop.fsdp != "no":
+            # Its evaluation and latent statistics run the whole VAE on the main process only.
+            raise ConfigError("vae.loop.fsdp: the VAE stage trains with DDP only (its models are small)")
         if len(self.mel_windows) != len(self.mel_bins) or not self.mel_windows:
             raise ConfigError(f"vae.mel_windows {self.mel_windows} and vae.mel_bins {self.mel_bins} "
                               "must be non-empty lists of equal length")

@@ -139,10 +139,12 @@ class LatentData:
         training distribution, noise (B, C, T), and the conditioning kwargs (text tokens, mask, BPM,
         ``uncond`` for the ``cond_dropout`` share of samples)."""
         x0 = batch["latents"]
-        b, g = x0.shape[0], run.generator()
-        sigma = sample_sigmas("train", b, cfg.edm, generator=g, device=run.device)
-        noise = torch.randn(x0.shape, generator=g, device=run.device)
-        uncond = torch.rand(b, generator=g, device=run.device) < cfg.cond_dropout
+        # One generator per sample, keyed by its place in the global batch: the same draws whatever
+        # the number of processes or micro-batches (train/infra/run.py, sample_generators).
+        dev, gens = run.device, run.sample_generators(x0.shape[0])
+        sigma = torch.cat([sample_sigmas("train", 1, cfg.edm, generator=g, device=dev) for g in gens])
+        noise = torch.stack([torch.randn(x0.shape[1:], generator=g, device=dev) for g in gens])
+        uncond = torch.cat([torch.rand(1, generator=g, device=dev) for g in gens]) < cfg.cond_dropout
         emb, mask = self.text.batch(batch["caption"], run.device)
         return x0, sigma, noise, dict(text=emb, text_mask=mask, bpm=batch["bpm"], uncond=uncond)
 

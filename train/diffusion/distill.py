@@ -202,8 +202,8 @@ def train_stage(argv, stage: str, cfg_cls, *, variant: Callable, generator_init:
         # The generator only changes on its own turns; averaging it on fake turns too would make
         # the EMA decay per generator update decay ** (fake_updates_per_gen + 1).
         run.end_step(update_ema=gen_turn, generator_turn=float(gen_turn))
-        if run.step % cfg.loop.log_every == 0 or run.done:
-            run.log(**meter.pop())
+        if run.stepped and (run.step % cfg.loop.log_every == 0 or run.done):
+            run.log_mean(**meter.pop())  # every process's meters, averaged
 
     return run.finish(export=lambda: export_stage(
         run, data, cfg, ema, gen_cfg, stage, base=cfg.base_model, steps=cfg.base_sampler_steps,

@@ -576,10 +576,10 @@ class Run:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        self.accelerator.end_training()
         if self.fsdp != "no":  # the export runs on the main process only: gather the averages first
             for e, _ in self._emas.values():
                 e.shadow = e.full_shadow()
+        self.accelerator.end_training()
         if export is not None and self.is_main:
             self.print(f"exported {export()}")
         self._lock.release()

@@ -160,7 +160,9 @@ def load_full_state(model: nn.Module, weights: dict, optimizer: torch.optim.Opti
 
     set_model_state_dict(model, weights, options=_options())
     if optimizer is not None and optim_state is not None:
-        set_optimizer_state_dict(model, optimizer, optim_state, options=_options())
+        # strict=False: parameters that never had a gradient (e.g. a null embedding) have no Adam
+        # state in the saved run either.
+        set_optimizer_state_dict(model, optimizer, optim_state, options=_options(strict=False))
 
 
 def grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
