@@ -23,7 +23,7 @@ from train import base
 from train.infra.checkpointing import CheckpointManager, read_metrics
 from train.infra.config import ConfigError
 from train.infra.lock import RunLock, RunLockedError
-from train.infra.run import EXIT_STOPPED, resolve_mixed_precision
+from train.infra.run import resolve_mixed_precision
 
 CONFIG = CONFIGS / "test.json"
 
