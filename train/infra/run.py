@@ -39,7 +39,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs
+from accelerate.utils import DistributedDataParallelKwargs, gather_object
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -220,13 +220,8 @@ class Run:
             self._models += [o for o in out if isinstance(o, torch.nn.Module)]
             self._optimizers += [o for o in out if isinstance(o, torch.optim.Optimizer)]
             return out if len(out) > 1 else out[0]
-        sharding.shard(models, opts, mode=self.fsdp, device=self.device,
-                       param_dtype=torch.bfloat16 if self.mixed_precision == "bf16" else None)
-        paired = {}
-        for o in opts:
-            first = o.param_groups[0]["params"][0]
-            paired[id(next(m for m in models if any(p is first for p in m.parameters())))] = o
-        self._sharded += [(m, paired.get(id(m))) for m in models if any(True for _ in m.parameters())]
+        self._sharded += sharding.shard(models, opts, mode=self.fsdp, device=self.device,
+                                        param_dtype=torch.bfloat16 if self.mixed_precision == "bf16" else None)
         self._models += models
         self._optimizers += opts
         return objs if len(objs) > 1 else objs[0]
@@ -307,8 +302,9 @@ class Run:
                                     pin_memory=self.device.type == "cuda", generator=worker_gen)
                 for batch in loader:
                     self._in_step = True
-                    for m in self._models:  # DDP/FSDP reduce gradients on a step's last micro-batch only
-                        sharding.set_gradient_sync(m, self._micro == k - 1)
+                    if k > 1:  # DDP/FSDP reduce gradients on a step's last micro-batch only
+                        for m in self._models:
+                            sharding.set_gradient_sync(m, self._micro == k - 1)
                     yield _to_device(batch, self.device)
                     if self._in_step:
                         raise RuntimeError("Run.batches: call run.end_step(...) once per batch")
@@ -334,9 +330,10 @@ class Run:
         if self.world == 1:
             return local
         flag = self.accelerator.reduce(torch.tensor([float(local)], device=self.device), reduction="sum")
-        if float(flag) > 0 and not local:
+        anyone = float(flag) > 0
+        if anyone and not local:
             self._stop_signal = -1  # another rank's signal
-        return float(flag) > 0
+        return anyone
 
     def _stop_reason(self) -> str:
         return "another process's signal" if self._stop_signal == -1 else f"signal {self._stop_signal}"
@@ -461,7 +458,7 @@ class Run:
         keys = sorted(metrics)
         if self.world == 1 or not keys:
             return {k: float(metrics[k]) for k in keys}
-        names = self.accelerator.gather_for_metrics([keys], use_gather_object=True)
+        names = gather_object([keys])  # the key lists of all processes, in rank order
         if any(n != keys for n in names):
             raise RuntimeError(f"{self.stage}: processes logged different metrics ({names}); log the same keys")
         vals = torch.tensor([float(metrics[k]) for k in keys], device=self.device, dtype=torch.float64)

@@ -90,25 +90,29 @@ def device_mesh(mode: str, device: torch.device):
 
 
 def shard(models: Iterable[nn.Module], optimizers: Iterable[torch.optim.Optimizer], *, mode: str,
-          device: torch.device, param_dtype: torch.dtype | None) -> None:
+          device: torch.device, param_dtype: torch.dtype | None) -> list[tuple[nn.Module, torch.optim.Optimizer | None]]:
     """Shard ``models`` in place with FSDP2 and re-point ``optimizers`` (built on the unsharded
     parameters, still without state) at the sharded ones. ``param_dtype``: the compute dtype of
-    mixed precision (bf16), gradients reduced in float32; None keeps float32."""
+    mixed precision (bf16), gradients reduced in float32; None keeps float32. Returns each sharded
+    model with the optimizer of its parameters (None for a model no optimizer trains)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = device_mesh(mode, device)
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype else \
         MixedPrecisionPolicy()
     renamed: dict[int, tuple[nn.Module, str]] = {}
+    owned: dict[int, torch.optim.Optimizer | None] = {}
     for model in models:
         if not any(True for _ in model.parameters()):
             model.to(device)
             continue
+        owned[id(model)] = None
         renamed.update({id(p): (model, n) for n, p in model.named_parameters()})
         model.to(device)
         for unit in shard_units(model):
             fully_shard(unit, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)
+    sharded = [m for m in models if id(m) in owned]
     for opt in optimizers:
         if opt.state:
             raise RuntimeError("shard(): the optimizer already has state; shard before the first step")
@@ -119,7 +123,9 @@ def shard(models: Iterable[nn.Module], optimizers: Iterable[torch.optim.Optimize
                     raise RuntimeError("shard(): an optimizer holds parameters of a model that was not sharded")
                 model, name = renamed[id(p)]
                 fresh.append(model.get_parameter(name))
+                owned[id(model)] = opt
             group["params"] = fresh
+    return [(m, owned[id(m)]) for m in sharded]
 
 
 def set_gradient_sync(model: nn.Module, sync: bool) -> None:
