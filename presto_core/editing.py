@@ -567,4 +567,5 @@ def _settings(pipe, edit: ValidatedEdit, seed: int, duration: float, **extra) ->
     return {**base, "edit": edit.kind, "source_sha256": edit.sha256, "source_sample_rate": edit.source_sr,
             "source_seconds": round(edit.audio.shape[-1] / pipe.sample_rate, 4), "duration": round(duration, 4),
             "time_signature": edit.time_signature, "crossfade_ms": edit.crossfade_ms,
-            "context_seconds": edit.context_seconds, "strength": edit.strength, "stereo": edit.stereo, **extra}
+            "context_seconds": edit.context_seconds, "strength": edit.strength, "stereo": edit.stereo,
+            **pipe.adapter_settings(), **extra}

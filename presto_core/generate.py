@@ -20,6 +20,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from presto_core.adapters import parse_adapter_arg
 from presto_core.audio import read_wav_settings, write_wav
 from presto_core.errors import PrestoError
 from presto_core.pipeline import PrestoPipeline
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mono", action="store_true",
                    help="write one channel (default: stereo when the model has a mono-to-stereo component)")
     p.add_argument("--model", default=None, help="model folder or hub id (default: the embedded model in assets/)")
+    p.add_argument("--adapter", action="append", default=[], metavar="DIR[:WEIGHT]",
+                   help="fine-tuned adapter folder (python -m train.finetune) and its weight [0, 2] (default 1); "
+                        "repeat to stack adapters")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--out", default="clip.wav", help="output WAV path")
@@ -119,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.init_audio:
             init_audio, init_sr = _read(args.init_audio, "init audio")
         pipe = PrestoPipeline.from_pretrained(model, device=args.device, precision=args.precision,
-                                              variants=[args.variant] if args.variant else None)
+                                              variants=[args.variant] if args.variant else None,
+                                              adapters=[parse_adapter_arg(a) for a in args.adapter])
         if args.source is not None:
             result = run_edit(pipe, args)
         else:

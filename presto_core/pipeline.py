@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from presto_core import checkpoint as ckpt
+from presto_core.adapters import Adapter, check_compatible, check_weight, load_adapter, merge_into
 from presto_core.budget import DropSchedule
 from presto_core.clap import EmbeddedClapScorer, select_best
 from presto_core.edm import EDMConfig, Precond, karras_ramp, karras_sigmas
@@ -97,7 +98,7 @@ class PrestoPipeline:
 
     def __init__(self, *, vae, text_encoder, variants: dict, default_variant: str, clap=None,
                  prompts: list | None = None, device="cpu", autocast_dtype=None, max_duration: float = 32.0,
-                 source: str = "", m2s=None):
+                 source: str = "", m2s=None, component_sha256: dict | None = None):
         self.vae = vae
         self.text_encoder = text_encoder
         self.clap = clap
@@ -109,6 +110,9 @@ class PrestoPipeline:
         self.autocast_dtype = autocast_dtype
         self.max_duration = max_duration
         self.source = source
+        self.component_sha256 = dict(component_sha256 or {})  # component -> weights hash (adapters check it)
+        self.adapters: list[tuple[Adapter, float]] = []
+        self._plain: dict[str, dict] = {}  # variant -> adapted Linear name -> its plain weight
 
     # -----------------------------------------------------------------------------------------
     # Loading
@@ -116,9 +120,11 @@ class PrestoPipeline:
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, device="auto", precision: str = "auto",
                         variants: list[str] | None = None, revision: str | None = None,
-                        cache_dir: str | None = None) -> "PrestoPipeline":
+                        cache_dir: str | None = None, adapters: list | None = None) -> "PrestoPipeline":
         """Load a model folder or hub repository (same layout). ``variants`` restricts which
-        score models/generators are loaded (default: all). Raises PrestoError on any problem."""
+        score models/generators are loaded (default: all); ``adapters``, a list of (adapter folder,
+        weight), are merged into the components they adapt (see :meth:`set_adapters`). Raises
+        PrestoError on any problem."""
         dev = _resolve_device(device)
         folder = ckpt.resolve_model_dir(path_or_hub_id, revision=revision, cache_dir=cache_dir)
         index = ckpt.read_index(folder)
@@ -155,9 +161,50 @@ class PrestoPipeline:
         prompts = []
         if index.get("prompts") and (folder / index["prompts"]).is_file():
             prompts = json.loads((folder / index["prompts"]).read_text())
-        return cls(vae=vae, text_encoder=text_encoder, variants=loaded, default_variant=default, clap=clap,
+        pipe = cls(vae=vae, text_encoder=text_encoder, variants=loaded, default_variant=default, clap=clap,
                    prompts=prompts, device=dev, autocast_dtype=_resolve_precision(precision, dev),
-                   max_duration=float(index.get("max_duration", 32.0)), source=str(path_or_hub_id), m2s=m2s)
+                   max_duration=float(index.get("max_duration", 32.0)), source=str(path_or_hub_id), m2s=m2s,
+                   component_sha256={k: v.get("sha256") for k, v in comps.items()})
+        if adapters:
+            pipe.set_adapters(adapters)
+        return pipe
+
+    def set_adapters(self, adapters: list) -> None:
+        """Serve with these adapters from now on: ``adapters`` is a list of (adapter folder or
+        loaded :class:`~presto_core.adapters.Adapter`, weight in [0, 2]); [] serves the plain model.
+        Each adapter's updates are merged into the weights of the variants whose component it adapts,
+        on top of the plain weights (kept aside the first time), so weights can change per request and
+        generation costs what it does without adapters. All adapters are checked (hashes of the
+        components they were trained on, shapes) before any weight changes."""
+        loaded = []
+        for entry in adapters:
+            try:
+                src, weight = entry
+            except (TypeError, ValueError):
+                raise PrestoError(f"adapters must be (folder, weight) pairs, got {entry!r}") from None
+            adapter = src if isinstance(src, Adapter) else load_adapter(src)
+            check_compatible(adapter, self.component_sha256)
+            loaded.append((adapter, check_weight(weight, adapter.path)))
+        merged = []
+        try:
+            for name, (spec, precond) in self.variants.items():
+                plain = self._plain.setdefault(name, {})
+                merge_into(precond.backbone, spec.component, loaded, plain)
+                merged.append(name)
+        except PrestoError:
+            for name in merged:  # a layer that does not fit: leave every variant as it was
+                merge_into(self.variants[name][1].backbone, self.variants[name][0].component, self.adapters,
+                           self._plain[name])
+            raise
+        self.adapters = loaded
+
+    def adapter_settings(self) -> dict:
+        """{"adapters": [{name, path, weight, sha256}, ...]} of the adapters being served ({} for none),
+        for a result's settings."""
+        if not self.adapters:
+            return {}
+        return {"adapters": [{"name": a.name, "path": a.path, "weight": w, "sha256": a.meta.get("sha256")}
+                             for a, w in self.adapters]}
 
     @property
     def sample_rate(self) -> int:
@@ -413,7 +460,7 @@ class PrestoPipeline:
         audio_np = kept.cpu().numpy().astype(np.float32)
         clips = [Clip(audio_np[j], None if scores is None else float(scores[i]), i) for j, i in enumerate(order)]
         settings = req.settings(seed=seed, steps=req.steps, candidates=n_cand, model=self.source,
-                                sampler=spec.sampler)
+                                sampler=spec.sampler, **self.adapter_settings())
         if req.loop:
             settings["loop_bars"] = loop_bars(req.duration, req.bpm, req.time_signature)
         return GenerationResult(clips=clips, sample_rate=sr, settings=settings, timings=timings)
