@@ -164,3 +164,22 @@ class PrestoLSStageConfig(PrestoSStageConfig):
             self.schedule = check_schedule(self.schedule)
         except ValueError as e:
             raise ConfigError(f"presto_ls.schedule: {e}") from None
+
+
+@dataclass
+class FinetuneStageConfig(DSMStageConfig):
+    """The ``finetune`` section: LoRA adaptation of a model folder's base score model to a person's
+    own audio (``python -m train.finetune``)."""
+
+    model: str = "assets/presto-default"  # the model folder adapted (its VAE encodes the data)
+    rank: int = 8
+    alpha: float = 16.0  # LoRA update scale alpha / rank
+    targets: tuple[str, ...] = ("attn.qkv", "attn.out", "mlp.w13", "mlp.w2")  # Linear names (suffixes)
+    adapter_fp16: bool = False  # store the factors in fp16 (half the size)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.rank < 1 or not self.alpha > 0 or not self.targets:
+            raise ConfigError(f"finetune: need rank >= 1, alpha > 0 and some targets; got {self.rank}, "
+                              f"{self.alpha}, {self.targets}")
+        self.targets = tuple(self.targets)

@@ -19,7 +19,7 @@ from typing import Any
 
 from presto_core.checkpoint import config_to_dict
 
-SECTIONS = ("data", "shared", "vae", "base", "clap", "presto_l", "presto_s", "presto_ls", "m2s")
+SECTIONS = ("data", "shared", "vae", "base", "clap", "presto_l", "presto_s", "presto_ls", "m2s", "finetune")
 
 class ConfigError(ValueError):
     """A config file or override does not match the typed config (message names the key)."""

@@ -1,0 +1,97 @@
+"""train/finetune.py end to end on a micro model folder and a synthetic dataset: the adapter folder
+it writes loads on that model and changes only the adapted layers, an interrupted run resumes to
+the same factors, and peft's LoRA forward equals the merged weights presto_core serves."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from presto_core.adapters import Adapter, load_adapter, merge_into
+from presto_core.dit import DiT, DiTConfig
+from presto_core.pipeline import PrestoPipeline
+from tests.factory import MICRO_DIT, make_model_folder
+from tests.fixtures import CONFIGS, make_corpus
+from train import finetune
+from train.diffusion.lora import add_lora, lora_factors
+
+CONFIG = CONFIGS / "test.json"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    model = make_model_folder(root / "model", variants=("base", "presto-ls"), with_clap=False)
+    data = make_corpus(root / "data")
+    argv = ["--config", str(CONFIG), "--data", str(data), "--model", str(model)]
+    return root, model, argv
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    root, _, argv = setup
+    assert finetune.main(argv + ["--out", str(root / "adapter"), "--run", str(root / "run")]) == 0
+    return root / "adapter"
+
+
+def test_adapter_folder_loads_and_adapts_only_the_base(setup, reference):
+    root, model, _ = setup
+    a = load_adapter(reference)
+    assert (a.rank, a.alpha) == (2, 4.0) and list(a.factors) == ["base"]
+    assert len(a.factors["base"]) == 4 * MICRO_DIT["depth"]  # qkv, out, w13, w2 per block
+    meta = json.loads((reference / "adapter.json").read_text())
+    assert meta["training"]["steps"] == 6 and set(meta["training"]["heldout_dsm_loss"]) == {"plain", "adapted"}
+    assert sum(f.stat().st_size for f in reference.iterdir()) < 5e6
+    plain = PrestoPipeline.from_pretrained(model, device="cpu", precision="fp32")
+    pipe = PrestoPipeline.from_pretrained(model, device="cpu", precision="fp32", adapters=[(reference, 1.0)])
+    for variant, changed in (("base", True), ("presto-ls", False)):
+        p0, p1 = plain.variants[variant][1].state_dict(), pipe.variants[variant][1].state_dict()
+        diff = {k for k in p0 if not torch.equal(p0[k], p1[k])}
+        assert (diff == {f"backbone.{m}.weight" for m in a.factors["base"]}) if changed else not diff
+
+
+def test_resume_gives_the_same_adapter(setup, reference):
+    root, _, argv = setup
+    out, run = root / "adapter2", root / "run2"
+    assert finetune.main(argv + ["--out", str(out), "--run", str(run), "--max-steps", "3"]) == 0
+    assert finetune.main(argv + ["--out", str(out), "--run", str(run), "--resume", "latest"]) == 0
+    a, b = load_adapter(out), load_adapter(reference)
+    for m, (fa, fb) in a.factors["base"].items():
+        assert torch.equal(fa, b.factors["base"][m][0]) and torch.equal(fb, b.factors["base"][m][1])
+
+
+def test_bad_model_or_missing_data_is_one_error(setup, tmp_path, capsys):
+    root, _, argv = setup
+    assert finetune.main(["--config", str(CONFIG), "--out", str(tmp_path / "a")]) == 2
+    assert "needs --data" in capsys.readouterr().err
+    bad = argv[:-1] + [str(tmp_path)]
+    assert finetune.main(bad + ["--out", str(tmp_path / "a"), "--run", str(tmp_path / "r")]) == 2
+    assert "not a Presto model folder" in capsys.readouterr().err
+
+
+def test_peft_forward_equals_the_merged_weights():
+    torch.manual_seed(0)
+    cfg = DiTConfig(**MICRO_DIT)
+    plain = DiT(cfg)
+    adapted = DiT(cfg)
+    adapted.load_state_dict(plain.state_dict())
+    add_lora(adapted, rank=3, alpha=6.0, seed=1)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for n, p in adapted.named_parameters():
+            if "lora_B" in n:  # trained factors: B is no longer zero
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+
+
+    factors = lora_factors(adapted)
+    merge_into(plain, "base", [(Adapter("x", "x", 3, 6.0, {"base": {}}, {"base": factors}, {}), 1.0)], {})
+    x = torch.randn(2, cfg.latent_channels, 12, generator=g)
+    sigma = torch.tensor([0.5, 3.0])
+    text, mask = torch.randn(2, 5, cfg.text_dim, generator=g), torch.ones(2, 5, dtype=torch.bool)
+    bpm = torch.tensor([90.0, 120.0])
+    with torch.no_grad():
+        want = adapted(x, sigma.log() / 4, text=text, text_mask=mask, bpm=bpm)
+        got = plain(x, sigma.log() / 4, text=text, text_mask=mask, bpm=bpm)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

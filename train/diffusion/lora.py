@@ -1,0 +1,50 @@
+"""Low-rank adapters on a DiT for fine-tuning, through peft: inject trainable LoRA factors into
+chosen Linear layers (everything else frozen) and read them back in the adapter-folder layout that
+presto_core.adapters merges for serving (``W + (alpha / r) B A``, peft's own update)."""
+
+from __future__ import annotations
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+# The block projections: attention in/out and the SwiGLU MLP. The adaLN and embedding layers stay
+# frozen, so an adapter changes what the blocks compute, not how noise level and BPM are read.
+DEFAULT_TARGETS = ("attn.qkv", "attn.out", "mlp.w13", "mlp.w2")
+ADAPTER = "default"
+
+
+def add_lora(dit: nn.Module, rank: int, alpha: float, targets=DEFAULT_TARGETS, seed: int = 0) -> list[str]:
+    """Inject LoRA factors (A random, B zero: the model is unchanged until trained) into every Linear
+    of ``dit`` whose name ends with one of ``targets``; freeze all other parameters. Returns the
+    adapted module names (sorted). Raises ValueError if no layer matches."""
+    if rank < 1 or alpha <= 0:
+        raise ValueError(f"LoRA needs rank >= 1 and alpha > 0, got {rank}, {alpha}")
+    names = sorted(n for n, m in dit.named_modules()
+                   if isinstance(m, nn.Linear) and any(n == t or n.endswith("." + t) for t in targets))
+    if not names:
+        raise ValueError(f"no Linear layer of the model matches the LoRA targets {list(targets)}")
+    dit.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):  # A's init draws from the global RNG: keep it seeded and local
+        torch.manual_seed(seed)
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=names, lora_dropout=0.0,
+                                           bias="none"), dit, adapter_name=ADAPTER)
+    for n, p in dit.named_parameters():
+        p.requires_grad_("lora_" in n)
+    return names
+
+
+def lora_factors(dit: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{module name: (A (r, in), B (out, r))} of every LoRA layer of ``dit`` (detached fp32 copies)."""
+    out = {}
+    for name, m in dit.named_modules():
+        if isinstance(m, LoraLayer) and ADAPTER in m.lora_A:
+            out[name] = (m.lora_A[ADAPTER].weight.detach().float().cpu().clone(),
+                         m.lora_B[ADAPTER].weight.detach().float().cpu().clone())
+    return out
+
+
+def trainable(module: nn.Module) -> list[nn.Parameter]:
+    """The parameters that get gradients (the LoRA factors after :func:`add_lora`)."""
+    return [p for p in module.parameters() if p.requires_grad]
