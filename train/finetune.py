@@ -20,16 +20,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 
 from presto_core import checkpoint as ckpt
 from presto_core.adapters import save_adapter
+from presto_core.budget import DropSchedule
 from presto_core.edm import Precond
 from presto_core.errors import PrestoError
 from train.data.dataset import collate
 from train.diffusion.common import latent_caches, load_dit, prepare_latent_data
 from train.diffusion.configs import FinetuneStageConfig
+from train.diffusion.distill import TurnMeter, fake_turn, generator_turn, is_generator_turn
+from train.diffusion.gan_head import FakeScoreWithHead, GanHead
 from train.diffusion.lora import add_lora, lora_factors, trainable
 from train.diffusion.losses import masked_dsm_loss
 from train.infra.config import ConfigError
@@ -72,6 +78,29 @@ def model_overrides(model: str) -> tuple[list[str], dict]:
             f"finetune.text_encoder={json.dumps(index.get('text_encoder', {'kind': 'minilm'}))}"], index
 
 
+class GeneratorPhase:
+    """The networks of the generator phase: the distilled generator and a fake score (a plain copy
+    of the base with a GAN head), each with LoRA factors; the adapted base is the real score."""
+
+    def __init__(self, cfg: FinetuneStageConfig, model: str, index: dict, base_path: Path):
+        comps, sd = index["components"], cfg.edm.sigma_data
+        entry = comps[cfg.generator]
+        gen_dit, _ = load_dit(str(Path(model) / entry["path"]), f"finetune.generator={cfg.generator}", sigma_data=sd)
+        fake_dit, _ = load_dit(str(base_path), "finetune.model", sigma_data=sd)
+        self.sha256 = entry["sha256"]
+        add_lora(gen_dit, cfg.rank, cfg.alpha, cfg.targets, seed=cfg.loop.seed + 1)
+        add_lora(fake_dit, cfg.rank, cfg.alpha, cfg.targets, seed=cfg.loop.seed + 2)
+        dcfg = cfg.distill
+        blocks = dcfg.head.resolve_blocks(fake_dit.cfg.depth)
+        head = GanHead(fake_dit.cfg.dim, len(blocks), dcfg.head.channels, dcfg.head.downsample)
+        self.gen = Precond(gen_dit, sd)
+        self.psi = FakeScoreWithHead(Precond(fake_dit, sd), head, blocks)
+        # The generator runs with the layer budget its variant is served with (Presto-LS).
+        counts = next((v.get("drop_schedule") for v in index["variants"].values() if v["component"] == cfg.generator), None)
+        sched = DropSchedule.scaled(counts, gen_dit.cfg.depth, cfg.edm) if counts else None
+        self.gen_kwargs = (lambda sigma: {"layers_dropped": sched(sigma)}) if sched else None
+
+
 def train(argv: list[str] | None = None) -> Path:
     """Entry point (see module doc). Returns the run folder."""
     front, rest = _front_args(argv)
@@ -83,18 +112,33 @@ def train(argv: list[str] | None = None) -> Path:
     _, data, cfg, run = start_stage("finetune", FinetuneStageConfig, stage_argv, find_unused_parameters=True)
 
     base_entry = index["components"]["base"]
-    dit, _ = load_dit(str(Path(model) / base_entry["path"]), "finetune.model", sigma_data=cfg.edm.sigma_data)
+    base_path = Path(model) / base_entry["path"]
+    dit, _ = load_dit(str(base_path), "finetune.model", sigma_data=cfg.edm.sigma_data)
     caches = latent_caches(run, data, cfg)
     lat = prepare_latent_data(run, data, cfg, dit.cfg.text_dim, caches)
+    torch.manual_seed(cfg.loop.seed)  # the GAN head's init
     names = add_lora(dit, cfg.rank, cfg.alpha, cfg.targets, seed=cfg.loop.seed)
     model_p = Precond(dit, sigma_data=cfg.edm.sigma_data)
+    two_phase = cfg.base_steps > 0 and cfg.generator in index["components"]
+    if cfg.base_steps > 0 and not two_phase:
+        run.print(f"finetune: {model} has no {cfg.generator!r} component; every step adapts the base")
+    base_steps = cfg.base_steps if two_phase else run.max_steps
     n_train = sum(p.numel() for p in trainable(model_p))
     run.print(f"finetune: LoRA rank {cfg.rank} on {len(names)} layers of {model}'s base ({n_train / 1e3:.0f}k "
-              f"trained of {dit.num_parameters() / 1e6:.1f}M), {len(lat.dataset)} clips, crops of {lat.frames} "
-              f"frames, {run.mixed_precision}")
+              f"trained of {dit.num_parameters() / 1e6:.1f}M) for {base_steps} steps"
+              + (f", then {cfg.generator} for {run.max_steps - base_steps}" if two_phase else "")
+              + f"; {len(lat.dataset)} clips, crops of {lat.frames} frames, {run.mixed_precision}")
     opt = run.adam(trainable(model_p))
     sched = run.lr_schedule(opt)
-    model_p, opt = run.prepare(model_p, opt)
+    if two_phase:
+        ph = GeneratorPhase(cfg, model, index, base_path)
+        opt_g = run.adam(trainable(ph.gen), lr=cfg.distill_lr)
+        opt_f = run.adam(trainable(ph.psi), lr=cfg.distill_lr)
+        sched_g, sched_f = run.lr_schedule(opt_g), run.lr_schedule(opt_f)
+        model_p, gen_p, psi_p, opt, opt_g, opt_f = run.prepare(model_p, ph.gen, ph.psi, opt, opt_g, opt_f)
+        meter = TurnMeter()
+    else:
+        model_p, opt = run.prepare(model_p, opt)
     heldout = lat.heldout_loss(run, data, cfg)
     losses = {}
     if heldout is not None:
@@ -103,27 +147,72 @@ def train(argv: list[str] | None = None) -> Path:
     run.restore()
 
     for batch in run.batches(lat.dataset, collate):
-        x0, sigma, noise, cond = lat.dsm_inputs(run, batch, cfg)
-        loss = masked_dsm_loss(model_p, x0, sigma, noise, batch["length"], cfg.edm.sigma_data, **cond)
-        grad_norm = run.backward(loss, model_p, opt, sched)
-        run.end_step(loss=loss, grad_norm=grad_norm)
-        if heldout is not None and run.stepped and ((cfg.eval_every and run.step % cfg.eval_every == 0) or run.done):
+        if run.step < base_steps:
+            x0, sigma, noise, cond = lat.dsm_inputs(run, batch, cfg)
+            loss = masked_dsm_loss(model_p, x0, sigma, noise, batch["length"], cfg.edm.sigma_data, **cond)
+            grad_norm = run.backward(loss, model_p, opt, sched)
+            run.end_step(loss=loss, grad_norm=grad_norm)
+        else:
+            gen_turn = generator_phase_step(run, cfg, batch, lat, run.unwrap(model_p), gen_p, psi_p, ph,
+                                            (opt_g, sched_g), (opt_f, sched_f), meter, run.step - base_steps)
+            run.end_step(generator_turn=float(gen_turn))
+            if run.stepped and (run.step % cfg.loop.log_every == 0 or run.done):
+                run.log_mean(**meter.pop())
+        if heldout is not None and run.stepped and run.step <= base_steps and (
+                (cfg.eval_every and run.step % cfg.eval_every == 0) or run.step == base_steps):
             losses["adapted"] = heldout(run.unwrap(model_p))
             run.log(heldout_loss=losses["adapted"])
 
     def export() -> Path:
-        factors = lora_factors(run.unwrap(model_p).backbone)
+        factors = {"base": lora_factors(run.unwrap(model_p).backbone)}
+        shas = {"base": base_entry["sha256"]}
+        if two_phase and run.step > base_steps:
+            factors[cfg.generator] = lora_factors(run.unwrap(gen_p).backbone)
+            shas[cfg.generator] = ph.sha256
         ingest_summary = Path(data.root) / "ingest.json"
-        save_adapter(front.out, {"base": factors}, cfg.rank, cfg.alpha, {"base": base_entry["sha256"]},
+        save_adapter(front.out, factors, cfg.rank, cfg.alpha, shas,
                      fp16=cfg.adapter_fp16, name=Path(front.out).name, made_from=str(model),
                      data={"root": str(data.root), "clips": len(lat.dataset),
                            **({"ingest": json.loads(ingest_summary.read_text())} if ingest_summary.is_file() else {})},
-                     training={"steps": run.step, "run": str(run.out_dir), "lr": cfg.loop.lr,
-                               "batch_size": cfg.loop.batch_size, "targets": list(cfg.targets),
-                               "heldout_dsm_loss": losses})
+                     training={"steps": run.step, "base_steps": base_steps, "run": str(run.out_dir),
+                               "lr": cfg.loop.lr, "distill_lr": cfg.distill_lr, "batch_size": cfg.loop.batch_size,
+                               "targets": list(cfg.targets), "heldout_dsm_loss": losses})
         return Path(front.out)
 
     return run.finish(export=export)
+
+
+def generator_phase_step(run, cfg: FinetuneStageConfig, batch: dict, lat, real, gen_p, psi_p, ph: GeneratorPhase,
+                         gen_opt, fake_opt, meter: TurnMeter, k: int) -> bool:
+    """Iteration ``k`` of the generator phase (Algorithm 1 with the adapted base as the real score):
+    a generator turn after every ``fake_updates_per_gen`` fake-score turns. Returns whether it was
+    the generator's turn."""
+    dcfg = replace(cfg.distill, edm=cfg.edm)
+    real.requires_grad_(False)  # the adapted base is the teacher now
+    g = run.generator()
+    emb, mask = lat.text.batch(batch["caption"], run.device)
+    cond = dict(text=emb, text_mask=mask, bpm=batch["bpm"], uncond=False)
+    x_real, length = batch["latents"], batch["length"]
+    psi_raw = run.unwrap(psi_p)
+    gen_turn = is_generator_turn(k, dcfg.fake_updates_per_gen)
+    with run.autocast():
+        if gen_turn:
+            lora_psi = trainable(psi_raw)
+            for p in lora_psi:
+                p.requires_grad_(False)
+            try:
+                loss, metrics = generator_turn(dcfg, gen_p, psi_raw, real, x_real, cond, g, ph.gen_kwargs, length)
+                metrics["gen_grad_norm"] = run.backward(loss, gen_p, *gen_opt, name="generator loss")
+            finally:
+                for p in lora_psi:
+                    p.requires_grad_(True)
+            fake_opt[0].zero_grad(set_to_none=True)
+        else:
+            loss, metrics = fake_turn(dcfg, run.unwrap(gen_p), psi_p, x_real, cond, g, ph.gen_kwargs, length)
+            metrics["fake_grad_norm"] = run.backward(loss, psi_p, *fake_opt, name="fake score / discriminator loss")
+            gen_opt[0].zero_grad(set_to_none=True)
+    meter.add(**metrics)
+    return gen_turn
 
 
 def _config_model(config: str, rest: list[str]) -> str:

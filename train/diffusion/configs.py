@@ -166,20 +166,34 @@ class PrestoLSStageConfig(PrestoSStageConfig):
             raise ConfigError(f"presto_ls.schedule: {e}") from None
 
 
+def _finetune_distill_default() -> "PrestoSStageConfig":
+    return PrestoSStageConfig(fake_updates_per_gen=2, guidance=2.0, head=GanHeadConfig(blocks=(), channels=128))
+
+
 @dataclass
 class FinetuneStageConfig(DSMStageConfig):
-    """The ``finetune`` section: LoRA adaptation of a model folder's base score model to a person's
-    own audio (``python -m train.finetune``)."""
+    """The ``finetune`` section: LoRA adaptation of a model folder to a person's own audio
+    (``python -m train.finetune``): steps [0, base_steps) adapt the base score model by DSM, steps
+    [base_steps, loop.max_steps) adapt the distilled ``generator`` by distribution matching against
+    the adapted base (Presto-S's Algorithm 1 with ``distill``'s settings; its loop, paths and
+    sampler fields are not used)."""
 
     model: str = "assets/presto-default"  # the model folder adapted (its VAE encodes the data)
     rank: int = 8
     alpha: float = 16.0  # LoRA update scale alpha / rank
     targets: tuple[str, ...] = ("attn.qkv", "attn.out", "mlp.w13", "mlp.w2")  # Linear names (suffixes)
     adapter_fp16: bool = False  # store the factors in fp16 (half the size)
+    base_steps: int = 0  # 0: every step adapts the base (no generator phase)
+    generator: str = "presto_ls"  # the distilled component adapted after the base (if the model has it)
+    distill_lr: float = 1e-4  # lr of the generator's and the fake score's factors (and the GAN head)
+    distill: PrestoSStageConfig = field(default_factory=_finetune_distill_default)
 
     def __post_init__(self):
         super().__post_init__()
         if self.rank < 1 or not self.alpha > 0 or not self.targets:
             raise ConfigError(f"finetune: need rank >= 1, alpha > 0 and some targets; got {self.rank}, "
                               f"{self.alpha}, {self.targets}")
+        if self.base_steps < 0 or not self.distill_lr > 0:
+            raise ConfigError(f"finetune: need base_steps >= 0 and distill_lr > 0, got {self.base_steps}, "
+                              f"{self.distill_lr}")
         self.targets = tuple(self.targets)
