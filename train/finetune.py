@@ -164,6 +164,8 @@ def train(argv: list[str] | None = None) -> Path:
             run.log(heldout_loss=losses["adapted"])
 
     def export() -> Path:
+        if heldout is not None:  # the final base factors (a resumed run may not have evaluated them)
+            losses["adapted"] = heldout(run.unwrap(model_p))
         factors = {"base": lora_factors(run.unwrap(model_p).backbone)}
         shas = {"base": base_entry["sha256"]}
         if two_phase and run.step > base_steps:
