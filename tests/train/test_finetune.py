@@ -88,8 +88,6 @@ def test_peft_forward_equals_the_merged_weights():
         for n, p in adapted.named_parameters():
             if "lora_B" in n:  # trained factors: B is no longer zero
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
-
-
     factors = lora_factors(adapted)
     merge_into(plain, "base", [(Adapter("x", "x", 3, 6.0, {"base": {}}, {"base": factors}, {}), 1.0)], {})
     x = torch.randn(2, cfg.latent_channels, 12, generator=g)
