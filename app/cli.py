@@ -1,6 +1,6 @@
 """The app's command line: ``python app.py`` / ``presto-app`` / ``python -m app``
 [--model DIR|hub-id] [--device auto|cpu|cuda] [--host 127.0.0.1] [--port 7860] [--share]
-[--concurrency 1].
+[--concurrency 1] [--adapter DIR[:WEIGHT] ...].
 
 Loads the model folder once (default: the embedded model in assets/presto-default), times a
 short warm-up to predict latency, and serves the Gradio page and its API (named endpoints:
@@ -14,6 +14,7 @@ import sys
 
 from app.engine import MAX_REQUEST_S
 from app.server import MAX_SESSIONS, create_app, launch_kwargs, resolve_model
+from presto_core.adapters import parse_adapter_arg
 from presto_core.errors import PrestoError
 from presto_core.generate import default_model
 
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="browser/API sessions whose page state is kept (about 0.4 MB each; the oldest are dropped)")
     p.add_argument("--max-request-seconds", type=float, default=MAX_REQUEST_S,
                    help="refuse a request expected to run longer than this on the device (default 600)")
+    p.add_argument("--adapter", action="append", default=[], metavar="DIR[:WEIGHT]",
+                   help="an adapter folder (python -m train.finetune) at a start-up weight in [0, 2] (default 1); "
+                        "repeat to stack several; each gets a weight slider and the A/B tab compares adapted "
+                        "against plain")
     p.add_argument("--no-calibrate", action="store_true", help="skip the warm-up that predicts latency")
     return p
 
@@ -41,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = resolve_model(args.model, default_model())
         kwargs = launch_kwargs(args.host, args.port, args.share, args.max_sessions)
+        adapters = [parse_adapter_arg(a) for a in args.adapter]
         demo, _ = create_app(model, device=args.device, precision=args.precision, concurrency=args.concurrency,
                              max_queue=args.max_queue, calibrate=not args.no_calibrate,
-                             max_request_s=args.max_request_seconds)
+                             max_request_s=args.max_request_seconds, adapters=adapters)
     except PrestoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -28,6 +28,8 @@ from presto_core.errors import PrestoError, check_choice
 from presto_core.pipeline import GenerationCost, PrestoPipeline
 from presto_core.request import LIMITS, GenerationRequest, ValidatedRequest
 
+from app.adapter_mix import AdapterMix
+
 LABELS = {"base": "Base (teacher)", "presto-l": "Presto-L", "presto-s": "Presto-S", "presto-ls": "Presto-LS",
           "ase": "Base + ASE (baseline)"}
 ORDER = ("presto-ls", "presto-s", "presto-l", "base", "ase")
@@ -104,10 +106,14 @@ class GenFit:
 class Engine:
     """Owns the pipeline (loaded once, built in app.main) and serialises access to it."""
 
-    def __init__(self, pipe: PrestoPipeline, max_request_s: float = MAX_REQUEST_S):
+    def __init__(self, pipe: PrestoPipeline, max_request_s: float = MAX_REQUEST_S, adapters: AdapterMix | None = None):
         if not (isinstance(max_request_s, (int, float)) and max_request_s > 0):
             raise PrestoError(f"--max-request-seconds must be a number > 0, got {max_request_s!r}")
         self.pipe = pipe
+        self.mix = adapters or AdapterMix()
+        self._served = self.mix.plain  # the pipeline is loaded plain; _serve merges on first use
+        if any(self.mix.defaults):  # check every adapter against this model now, not at the first request
+            self._serve(self.mix.defaults)
         self.max_request_s = float(max_request_s)
         self._lock = threading.Lock()
         self.fits: dict[str, dict[str, Fit]] = {}
@@ -235,25 +241,48 @@ class Engine:
             ratio = min(max(seconds / predicted, 0.05), 20.0)
             self.correction = math.exp((1 - _LEARN_RATE) * math.log(self.correction) + _LEARN_RATE * math.log(ratio))
 
+    # -- adapters ---------------------------------------------------------------------------
+    def adapter_weights(self, text) -> tuple[float, ...]:
+        """A request's adapter mix (:meth:`AdapterMix.parse`: None = the start-up weights) -> weights."""
+        return self.mix.parse(text)
+
+    def _serve(self, weights: tuple[float, ...]) -> None:
+        """Merge the adapters at ``weights`` into the pipeline unless it already serves them (call
+        under the lock: a merge rewrites the weights the running generation reads)."""
+        if tuple(weights) != self._served:
+            self.pipe.set_adapters(self.mix.pairs(weights))
+            self._served = tuple(weights)
+
+    def _finish(self, result) -> None:
+        result.settings["model"] = self.model_name  # clips carry no server path
+        if "adapters" in result.settings:  # names, weights and hashes; not the server's folders
+            result.settings["adapters"] = [{k: a[k] for k in ("name", "weight", "sha256")}
+                                           for a in result.settings["adapters"]]
+
     # -- generation -------------------------------------------------------------------------
-    def generate(self, req: ValidatedRequest, progress=None):
+    def generate(self, req: ValidatedRequest, progress=None, adapters: tuple[float, ...] | None = None):
         """Run the pipeline on a request validated at the edge (:meth:`validate`), one request at a
-        time on the device; it is not checked again."""
+        time on the device; it is not checked again. ``adapters``: one weight per adapter
+        (:meth:`adapter_weights`; None = the start-up weights)."""
         if not isinstance(req, ValidatedRequest):
             raise TypeError(f"Engine.generate takes a ValidatedRequest (Engine.validate), got {type(req).__name__}")
+        weights = self.mix.defaults if adapters is None else tuple(adapters)
         with self._lock:
+            self._serve(weights)
             result = self.pipe.generate(req, progress=progress)
-        result.settings["model"] = self.model_name  # clips carry no server path
+        self._finish(result)
         self._learn(req, result.timings.get("total", 0.0))
         return result
 
-    def edit(self, edit: ValidatedEdit, progress=None):
+    def edit(self, edit: ValidatedEdit, progress=None, adapters: tuple[float, ...] | None = None):
         """Run an extend, inpaint or loop edit validated at the edge (:meth:`validate_edit`), one request
         at a time on the device, like :meth:`generate`."""
         run = {"extend": editing.extend, "inpaint": editing.inpaint, "loop": editing.loop}[edit.kind]
+        weights = self.mix.defaults if adapters is None else tuple(adapters)
         with self._lock:
+            self._serve(weights)
             result = run(self.pipe, edit, progress)
-        result.settings["model"] = self.model_name
+        self._finish(result)
         return result
 
     def check_edit(self, edit: ValidatedEdit) -> float | None:

@@ -63,6 +63,8 @@ EDGES = {
     "source_bpm": [39, 241, "slow"],
     "bar_from": [0, 2, 1.5, -1, 1000],
     "bar_to": [0, 3, 1.5, 1000],
+    "adapters": ["salsa:1", "none:1", ":", "a:b:c", ",,,", 5, ["calypso"], {"calypso": 1}],
+    "compare": ["adapted vs plain", "both", 1, None],
 }
 BAD_PAYLOADS = [{"path": 5, "meta": {"_type": "gradio.FileData"}}, "file.wav", 5, [], {"meta": {"_type": "gradio.FileData"}},
                 {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, {"path": "/etc/passwd"},
@@ -187,23 +189,24 @@ class Fuzzer:
         """(input names, a valid quick input list) of an endpoint."""
         gen = dict(prompt="dusty boom bap drums", bpm=96, duration_mode="seconds", duration=1.0, bars=4,
                    time_signature="4/4", variant=self.variant, steps=1, rho=7.0, reject_ratio=0.0, num_clips=1,
-                   seed=7, drop_schedule="", stereo=None, loop=False)
+                   seed=7, drop_schedule="", stereo=None, loop=False, adapters=None)
         src = self.uploads["mono.wav"]
         edit = dict(prompt="dusty boom bap drums", source_bpm=120, time_signature="4/4", variant=self.variant,
-                    steps=1, rho=7.0, seed=7, stereo=False, strength=None)
+                    steps=1, rho=7.0, seed=7, stereo=False, strength=None, adapters=None)
         table = {
             "generate": gen,
             "estimate": gen,
             "variation": {"init_audio": src, "strength": 0.5, **gen},
             "rho_sweep": {"rho_values": "3, 7", **{k: gen[k] for k in ("prompt", "bpm", "duration_mode", "duration",
                           "bars", "time_signature", "variant")}, "steps": 1, "seed": 7, "drop_schedule": "",
-                          "stereo": None},
+                          "stereo": None, "adapters": None},
             "ab_compare": {"variant_a": self.variant, "variant_b": self.variant, "own_steps": False,
                            **{k: gen[k] for k in ("prompt", "bpm", "duration_mode", "duration", "bars",
-                                                  "time_signature", "steps", "rho", "seed", "stereo")}},
+                                                  "time_signature", "steps", "rho", "seed", "stereo",
+                                                  "adapters")}, "compare": "two variants"},
             "export_loop": {"clip": src, "bpm": 120, "time_signature": "4/4", "bars": 0, "crossfade_ms": 10,
                             "mode": "cut and crossfade", "prompt": "dusty boom bap drums", "variant": self.variant,
-                            "seed": 7},
+                            "seed": 7, "adapters": None},
             "extend": {"clip": src, "bars": 1, **edit},
             "replace_bars": {"clip": src, "bar_from": 1, "bar_to": 1, **edit},
             "settings_from_wav": {"file": src},

@@ -38,6 +38,7 @@ LOOP_MODES = ("cut and crossfade", "made to loop")
 LOOP_MAX_SECONDS = 120.0  # a loop is cut from at most this much of an upload (the rest is not decoded)
 UPLOAD_RATES = (8000, 192000)  # Hz
 DURATION_MODES = ("seconds", "bars")
+AB_MODES = ("two variants", "adapted vs plain")
 # Overall progress fraction at the start of each pipeline stage.
 _STAGE_SPAN = {"text": (0.0, 0.05), "generation": (0.05, 0.85), "decoding": (0.85, 0.92), "clap": (0.92, 0.97)}
 
@@ -153,6 +154,7 @@ class Controls:
     drop_schedule: Any
     stereo: Any = None
     loop: Any = False
+    adapters: Any = None
 
     @classmethod
     def from_inputs(cls, inputs: dict, **overrides) -> "Controls":
@@ -191,18 +193,24 @@ class Handlers:
             loop=False if c.loop in (None, "") else c.loop, time_signature=c.time_signature, **extra)
         return self.engine.validate(req)
 
+    def weights(self, c: Controls) -> tuple[float, ...]:
+        """The adapter weights the controls ask for (None: the server's start-up weights)."""
+        return self.engine.adapter_weights(c.adapters)
+
     # -- endpoints ----------------------------------------------------------------------------
     @guarded
     def generate(self, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, rho,
-                 reject_ratio, num_clips, seed, drop_schedule, stereo=None, loop=False, progress=gr.Progress()):
-        """Generate clips (``loop``: each made to loop, whole bars); returns (record for the page, WAV
-        files, report JSON, latency text)."""
+                 reject_ratio, num_clips, seed, drop_schedule, stereo=None, loop=False, adapters=None,
+                 progress=gr.Progress()):
+        """Generate clips (``loop``: each made to loop, whole bars; ``adapters``: 'name:weight, ...',
+        'none' for the plain model, None for the server's start-up mix); returns (record for the page,
+        WAV files, report JSON, latency text)."""
         c = Controls.from_inputs(locals())
-        return self._run(self.request(c), c.time_signature, "generate", progress)
+        return self._run(self.request(c), c.time_signature, "generate", progress, self.weights(c))
 
     @guarded
     def variation(self, init_audio, strength, prompt, bpm, duration_mode, duration, bars, time_signature, variant,
-                  steps, rho, reject_ratio, num_clips, seed, drop_schedule, stereo=None, loop=False,
+                  steps, rho, reject_ratio, num_clips, seed, drop_schedule, stereo=None, loop=False, adapters=None,
                   progress=gr.Progress()):
         """Regenerate from ``init_audio`` (a file; a stereo one is mixed down to mono for encoding) at
         noise level ``strength`` (0.01 .. 1); the clip's own length (up to the model's maximum)
@@ -213,12 +221,12 @@ class Handlers:
         dur = min(max(audio.shape[-1] / sr, LIMITS["duration"][0]), self.engine.pipe.max_duration)
         req = self.request(dataclasses.replace(c, duration_mode="seconds", duration=round(dur, 3)),
                            init_audio=audio, init_sr=sr, strength=strength)
-        return self._run(req, c.time_signature, "variation", progress)
+        return self._run(req, c.time_signature, "variation", progress, self.weights(c))
 
-    def _run(self, req, time_signature, kind, progress):
+    def _run(self, req, time_signature, kind, progress, weights):
         (expected,) = self.engine.check_work([req])
         progress(0.0, desc="waiting for the model")
-        result = self.engine.generate(req, progress=_progress_fn(progress))
+        result = self.engine.generate(req, progress=_progress_fn(progress), adapters=weights)
         progress(0.97, desc="writing files")
         run = self.store.new_run(kind)
         entries = R.write_result(run, result, time_signature)
@@ -229,13 +237,14 @@ class Handlers:
 
     @guarded
     def rho_sweep(self, rho_values, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps,
-                  seed, drop_schedule, stereo=None, progress=gr.Progress()):
+                  seed, drop_schedule, stereo=None, adapters=None, progress=gr.Progress()):
         """The same prompt and seed at several rho values (paper A.5), one clip each, no rejection."""
         rhos = parse_rho_list(rho_values)
         seed = parse_seed(seed)
         seed = secrets.randbelow(LIMITS["seed"][1]) if seed is None else seed
         c = Controls.from_inputs(locals(), rho=7.0, reject_ratio=0.0, num_clips=1)
         reqs = [self.request(dataclasses.replace(c, rho=r)) for r in rhos]
+        weights = self.weights(c)
         self.engine.check_work(reqs)
         base = reqs[0]
         note = None
@@ -248,7 +257,7 @@ class Handlers:
         for k, req in enumerate(reqs):
             label = f"ρ = {req.rho:g}"
             result = self.engine.generate(req, progress=_progress_fn(progress, k / len(reqs), (k + 1) / len(reqs),
-                                                                    f"{label}: "))
+                                                                    f"{label}: "), adapters=weights)
             (entry,) = R.write_result(run, result, time_signature, prefix=f"rho_{req.rho:g}")
             entry.update(title=label, latency=R.short_latency(result), timings=R.timings_dict(result))
             entries.append(entry)
@@ -262,42 +271,59 @@ class Handlers:
 
     @guarded
     def ab_compare(self, variant_a, variant_b, own_steps, prompt, bpm, duration_mode, duration, bars,
-                   time_signature, steps, rho, seed, stereo=None, progress=gr.Progress()):
-        """Two variants on the same prompt and seed, one clip each; ``own_steps`` runs each at its
-        default step count (else both at ``steps``)."""
+                   time_signature, steps, rho, seed, stereo=None, adapters=None, compare=AB_MODES[0],
+                   progress=gr.Progress()):
+        """Two clips on the same prompt and seed, one each. ``compare`` "two variants": A and B are
+        ``variant_a`` and ``variant_b`` with the adapter mix ``adapters``; "adapted vs plain": both are
+        ``variant_a``, A with the mix (at least one adapter on) and B without. ``own_steps`` runs each at
+        its variant's default step count (else both at ``steps``)."""
+        compare = check_choice("compare", compare, AB_MODES)
         for name, v in (("variant A", variant_a), ("variant B", variant_b)):
             check_choice(name, v, self.engine.variants)
         own_steps = check_bool("'each at its own default steps'", own_steps)
         seed = parse_seed(seed)
         seed = secrets.randbelow(LIMITS["seed"][1]) if seed is None else seed
         c = Controls.from_inputs(locals(), variant=None, reject_ratio=0.0, num_clips=1, drop_schedule=None)
+        mix = self.weights(c)
+        if compare == AB_MODES[0]:
+            sides = (("A", variant_a, mix), ("B", variant_b, mix))
+        else:
+            if not any(mix):
+                have = ", ".join(self.engine.mix.names) or "none: start the app with --adapter DIR[:WEIGHT]"
+                raise PrestoError(f"'adapted vs plain' needs an adapter with a weight above 0 (this server's "
+                                  f"adapters: {have})")
+            sides = (("A", variant_a, mix), ("B", variant_a, self.engine.mix.plain))
         reqs = {side: self.request(dataclasses.replace(c, variant=v, steps=None if own_steps else c.steps))
-                for side, v in (("A", variant_a), ("B", variant_b))}
+                for side, v, _ in sides}
         self.engine.check_work(list(reqs.values()))
         run = self.store.new_run("ab")
         entries, rows = [], {}
-        for k, (side, v) in enumerate((("A", variant_a), ("B", variant_b))):
+        for k, (side, v, weights) in enumerate(sides):
             req = reqs[side]
-            result = self.engine.generate(req, progress=_progress_fn(progress, k / 2, (k + 1) / 2, f"{side}: "))
+            result = self.engine.generate(req, progress=_progress_fn(progress, k / 2, (k + 1) / 2, f"{side}: "),
+                                          adapters=weights)
             (entry,) = R.write_result(run, result, c.time_signature, prefix=f"{side}_{v}", extra={"ab_side": side})
             title = f"{side}: {self.engine.label(v)} · {req.steps} steps"
+            if self.engine.mix.names:
+                title += f" · {self.engine.mix.describe(weights)}"
             entry.update(title=title, latency=R.latency_markdown(result), timings=R.timings_dict(result))
             entries.append(entry)
-            rows[side] = {"variant": v, "steps": req.steps, "file": entry["name"] + ".wav",
-                          "clap_score": entry["clap_score"], "tempo_bpm": entry["tempo_bpm"],
-                          "timings": entry["timings"]}
+            rows[side] = {"variant": v, "steps": req.steps, "adapters": self.engine.mix.format(weights),
+                          "file": entry["name"] + ".wav", "clap_score": entry["clap_score"],
+                          "tempo_bpm": entry["tempo_bpm"], "timings": entry["timings"]}
         record = {"kind": "ab", "clips": entries, "seed": seed}
-        return record, [e["wav"] for e in entries], {"seed": seed, **rows}
+        return record, [e["wav"] for e in entries], {"seed": seed, "compare": compare, **rows}
 
     @guarded(failed="Loop export failed")
     def export_loop(self, clip, bpm, time_signature, bars, crossfade_ms, mode=LOOP_MODES[0], prompt=None,
-                    variant=None, seed=None, progress=gr.Progress()):
+                    variant=None, seed=None, adapters=None, progress=gr.Progress()):
         """Cut ``clip`` to whole bars from its start (bars 0 = as many as fit). ``mode`` "cut and
         crossfade" fades the seam (``crossfade_ms``); "made to loop" regenerates the audio around the
         seam with the model so the end flows into the start (the clip's prompt, or ``prompt``). A
         stereo clip gives a stereo loop. The tempo stored in a generated clip's metadata wins over
-        ``bpm``."""
+        ``bpm``. ``adapters``: the adapter mix of a "made to loop" regeneration, as in generate."""
         mode = check_choice("loop mode", mode, LOOP_MODES)
+        weights = self.engine.adapter_weights(adapters)
         audio, sr = self._read_audio(clip, "loop export needs a clip: upload one or pick a result",
                                      max_seconds=LOOP_MAX_SECONDS)
         settings = _wav_settings(clip)
@@ -314,7 +340,7 @@ class Handlers:
                 bpm=bpm, time_signature=time_signature, variant=variant or None, seed=parse_seed(seed),
                 stereo=audio.ndim == 2 and self.engine.pipe.has_stereo))
             self.engine.check_edit(edit)
-            result = self.engine.edit(edit, progress=_edit_progress(progress))
+            result = self.engine.edit(edit, progress=_edit_progress(progress), adapters=weights)
             loop, used, sr = result.clips[0].audio, edit.bars, result.sample_rate
             extra = {**result.settings, "loop_mode": mode}
         run = self.store.new_run("loop")
@@ -326,26 +352,30 @@ class Handlers:
     # -- edits --------------------------------------------------------------------------------
     @guarded(failed="Extending failed")
     def extend(self, clip, bars, prompt, source_bpm, time_signature, variant, steps, rho, seed, stereo=None,
-               strength=None, progress=gr.Progress()):
+               strength=None, adapters=None, progress=gr.Progress()):
         """Continue ``clip`` (a result or an upload, up to 3 minutes in all) by ``bars`` bars from
         its last complete bar. A clip written by Presto carries its tempo and time signature; any
         other needs ``source_bpm``. Returns the page record (the extended clip, then its source),
         its WAV, the report (windows with their CLAP scores) and the latency line."""
         src = self._edit_source(clip, source_bpm, time_signature)
+        weights = self.engine.adapter_weights(adapters)
         edit = self._edit("extend", src, prompt, variant, steps, rho, seed, stereo, strength, bars=bars)
-        return self._run_edit(edit, src, f"Extended by {edit.bars} bar{'s' if edit.bars > 1 else ''}", progress)
+        return self._run_edit(edit, src, f"Extended by {edit.bars} bar{'s' if edit.bars > 1 else ''}", progress,
+                              weights)
 
     @guarded(failed="Replacing bars failed")
     def replace_bars(self, clip, bar_from, bar_to, prompt, source_bpm, time_signature, variant, steps, rho, seed,
-                     stereo=None, strength=None, progress=gr.Progress()):
+                     stereo=None, strength=None, adapters=None, progress=gr.Progress()):
         """Regenerate bars ``bar_from``..``bar_to`` (1-based, inclusive) of ``clip`` from ``prompt``;
         outside them and a 30 ms fade each side the clip is unchanged, sample for sample. Tempo as
         :meth:`extend`. Same outputs."""
         src = self._edit_source(clip, source_bpm, time_signature)
+        weights = self.engine.adapter_weights(adapters)
         edit = self._edit("inpaint", src, prompt, variant, steps, rho, seed, stereo, strength,
                           replace=(bar_from, bar_to))
         a, b = edit.replace
-        return self._run_edit(edit, src, f"Bars {a}-{b} replaced" if b > a else f"Bar {a} replaced", progress)
+        return self._run_edit(edit, src, f"Bars {a}-{b} replaced" if b > a else f"Bar {a} replaced", progress,
+                              weights)
 
     def _edit_source(self, clip, source_bpm, time_signature) -> dict:
         """The clip to edit: audio (mono (N,) or stereo (2, N)), rate, the settings it carries, its
@@ -371,10 +401,10 @@ class Handlers:
             stereo=None if stereo is None else check_bool("stereo", stereo),
             strength=None if strength in (None, "") else strength, **extra))
 
-    def _run_edit(self, edit, src, title, progress):
+    def _run_edit(self, edit, src, title, progress, weights):
         expected = self.engine.check_edit(edit)
         progress(0.0, desc="waiting for the model")
-        result = self.engine.edit(edit, progress=_edit_progress(progress))
+        result = self.engine.edit(edit, progress=_edit_progress(progress), adapters=weights)
         progress(0.97, desc="writing files")
         run = self.store.new_run(edit.kind)
         ts = edit.time_signature
@@ -408,11 +438,13 @@ class Handlers:
         return settings
 
     def estimate(self, prompt, bpm, duration_mode, duration, bars, time_signature, variant, steps, rho,
-                 reject_ratio, num_clips, seed, drop_schedule, stereo=None, loop=False) -> str:
-        """Expected latency on this device, or the validation problem, as one line of markdown."""
+                 reject_ratio, num_clips, seed, drop_schedule, stereo=None, loop=False, adapters=None) -> str:
+        """Expected latency on this device, or the validation problem, as one line of markdown
+        (adapters are merged into the weights, so they cost nothing per step)."""
         c = Controls.from_inputs(locals())
         try:
             req = self.request(dataclasses.replace(c, prompt=c.prompt or "estimate"))
+            weights = self.weights(c)
         except PrestoError as e:
             return f"⚠️ {e}"
         except Exception as e:  # noqa: BLE001
@@ -430,7 +462,8 @@ class Handlers:
             eta = f"**≈ {sec:.1f} s**" if sec >= 0.95 else f"**≈ {sec:.2f} s**"
         return (f"{eta} on {self.engine.device} · {dur} · {req.steps} steps · "
                 f"{100 * cost.active_fraction:.0f}% of layers active · "
-                f"{cost.candidates} candidate(s) → {req.num_clips} kept · {'stereo' if req.stereo else 'mono'}")
+                f"{cost.candidates} candidate(s) → {req.num_clips} kept · {'stereo' if req.stereo else 'mono'}"
+                + (f" · adapters: {self.engine.mix.describe(weights)}" if self.engine.mix.names else ""))
 
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
@@ -529,4 +562,14 @@ def apply_settings(settings: dict | None, engine: Engine) -> dict:
             "steps": s.get("steps") or engine.default_steps(variant), "rho": s.get("rho", 7.0),
             "reject_ratio": s.get("reject_ratio", 0.0), "num_clips": s.get("num_clips", 1),
             "seed": s.get("seed", -1), "drop_schedule": ", ".join(str(int(c)) for c in drop) if drop else "",
-            "stereo": bool(s.get("stereo", False)) and engine.pipe.has_stereo}
+            "stereo": bool(s.get("stereo", False)) and engine.pipe.has_stereo,
+            "adapters": _settings_mix(s, engine)}
+
+
+def _settings_mix(settings: dict, engine: Engine) -> str:
+    """The adapter mix a clip was made with, over the adapters this server has (by name; others
+    are left out: a clip from another server's adapter replays here without it)."""
+    used = {a.get("name"): a.get("weight", 1.0) for a in settings.get("adapters") or [] if isinstance(a, dict)}
+    weights = tuple(float(used[n]) if isinstance(used.get(n), (int, float)) and 0 <= used[n] <= 2 else 0.0
+                    for n in engine.mix.names)
+    return engine.mix.format(weights)

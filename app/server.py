@@ -17,6 +17,7 @@ from presto_core.errors import PrestoError
 from presto_core.pipeline import PrestoPipeline
 
 from app.api_guard import UnknownApiMiddleware, request_shape_error
+from app.adapter_mix import AdapterMix
 from app.engine import MAX_REQUEST_S, Engine
 from app.handlers import Handlers
 from app.results import RunStore
@@ -36,14 +37,19 @@ def resolve_model(model: str | None, default: Path) -> str:
 
 def create_app(model: str, device: str = "auto", precision: str = "auto", concurrency: int = 1,
                max_queue: int = 64, calibrate: bool = True, out_dir: str | None = None, log=print,
-               calibration: dict | None = None, max_request_s: float = MAX_REQUEST_S):
+               calibration: dict | None = None, max_request_s: float = MAX_REQUEST_S,
+               adapters: list[tuple[str, float]] | None = None):
     """(demo, engine): the pipeline is loaded here and closed over by the handlers.
-    ``calibration`` passes keyword arguments to Engine.calibrate (durations, repeats)."""
+    ``calibration`` passes keyword arguments to Engine.calibrate (durations, repeats); ``adapters``
+    are (adapter folder, start-up weight) pairs, each given a weight slider on the page."""
     if not isinstance(concurrency, int) or concurrency < 1:
         raise PrestoError(f"--concurrency must be an integer >= 1, got {concurrency!r}")
     pipe = PrestoPipeline.from_pretrained(model, device=device, precision=precision)
     log(f"loaded {model} on {pipe.device}: variants {pipe.variant_names}, CLAP {'yes' if pipe.clap else 'no'}")
-    engine = Engine(pipe, max_request_s=max_request_s)
+    mix = AdapterMix.load(adapters)
+    engine = Engine(pipe, max_request_s=max_request_s, adapters=mix)
+    if mix.names:
+        log(f"adapters: {mix.format(mix.defaults)} (start-up weights; each has a slider)")
     if calibrate:
         engine.calibrate(log=log, **(calibration or {}))
     store = RunStore(out_dir or tempfile.mkdtemp(prefix="presto-app-"))

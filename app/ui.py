@@ -17,7 +17,8 @@ from presto_core.request import LIMITS
 
 from app.api_guard import PrestoBlocks
 from app.engine import CUSTOM, QUALITY, Engine
-from app.handlers import LOOP_MODES, MAX_SWEEP, Handlers, apply_settings, guarded
+from app.adapter_mix import SLIDER_RANGE
+from app.handlers import AB_MODES, LOOP_MODES, MAX_SWEEP, Handlers, apply_settings, guarded
 from presto_core.music import MAX_BARS, TIME_SIGNATURES
 from app.results import clip_markdown
 
@@ -145,6 +146,15 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
                                                  else "this model folder has no mono-to-stereo component")
                             loop = gr.Checkbox(value=False, label="Loop", scale=1, elem_id="loop",
                                                info="whole bars; the end flows into the start")
+                        mix = engine.mix
+                        # The endpoints take the mix as one text ("name:weight, ..."); the sliders write it.
+                        adapter_spec = gr.Textbox(value=mix.format(mix.defaults), visible=False, elem_id="adapters")
+                        adapter_sliders = []
+                        if mix.names:
+                            with gr.Accordion("Adapters (0 = off, 1 = as trained)", open=True):
+                                for i, (a, w) in enumerate(zip(mix.adapters, mix.defaults)):
+                                    adapter_sliders.append(Slider(*SLIDER_RANGE, value=w, step=0.05, label=a.name,
+                                                                  info=_adapter_info(a), elem_id=f"adapter-{i}"))
                         with gr.Accordion("Advanced", open=False):
                             steps = Slider(*LIMITS["steps"], value=engine.default_steps(default_v), step=1,
                                            label="Steps", elem_id="steps")
@@ -261,8 +271,11 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
 
             with gr.Tab("A/B", id="ab"):
                 gr.Markdown("Two model variants on the same prompt and seed (settings from the Generate tab), "
-                            "one clip each.")
+                            "one clip each" + (", or one variant with the Generate tab's adapters against the "
+                                               "plain model." if engine.mix.names else "."))
                 names = engine.variants
+                ab_mode = _unchecked(gr.Radio(list(AB_MODES), value=AB_MODES[0], label="Compare",
+                                              visible=bool(engine.mix.names), elem_id="ab-mode"))
                 with gr.Row():
                     ab_a = _unchecked(gr.Dropdown(engine.choices(), value=names[-1], label="A"))
                     ab_b = _unchecked(gr.Dropdown(engine.choices(), value=names[0], label="B"))
@@ -281,9 +294,9 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
 
         # ---- wiring -------------------------------------------------------------------------
         controls = [prompt, bpm, dur_mode, duration, bars, time_sig, variant, steps, rho, reject, num_clips, seed,
-                    drop, stereo, loop]
+                    drop, stereo, loop, adapter_spec]
         filled = [prompt, bpm, dur_mode, duration, time_sig, variant, steps, rho, reject, num_clips, seed, drop,
-                  stereo, rho_log, quality]
+                  stereo, rho_log, quality, adapter_spec]
 
         gen = gr.on([gen_btn.click, prompt.submit], h.generate, controls, [gen_state, files, rep, latency],
                     api_name="generate", **gpu)
@@ -294,16 +307,18 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
         var.success(lambda r: _slot_updates(r, MAX_CLIPS, True), gen_state, slot_out, api_visibility="private",
                     **cheap)
         sweep = sweep_btn.click(h.rho_sweep, [rho_values, prompt, bpm, dur_mode, duration, bars, time_sig, variant,
-                                              steps, seed, drop, stereo], [sweep_state, sweep_files, sweep_rep],
+                                              steps, seed, drop, stereo, adapter_spec],
+                                [sweep_state, sweep_files, sweep_rep],
                                 api_name="rho_sweep", **gpu)
         sweep.success(lambda r: _slot_updates(r, MAX_SWEEP, False), sweep_state, sweep_out,
                       api_visibility="private", **cheap)
         ab = ab_btn.click(h.ab_compare, [ab_a, ab_b, own_steps, prompt, bpm, dur_mode, duration, bars, time_sig,
-                                         steps, rho, seed, stereo], [ab_state, ab_files, ab_rep], api_name="ab_compare",
+                                         steps, rho, seed, stereo, adapter_spec, ab_mode], [ab_state, ab_files, ab_rep],
+                          api_name="ab_compare",
                           **gpu)
         ab.success(lambda r: _slot_updates(r, 2, False), ab_state, ab_out, api_visibility="private", **cheap)
         edit_outputs = [gen_state, files, rep, latency]
-        edit_common = [prompt, source_bpm, time_sig, variant, steps, rho, seed, stereo, edit_strength]
+        edit_common = [prompt, source_bpm, time_sig, variant, steps, rho, seed, stereo, edit_strength, adapter_spec]
         edits = [extend_btn.click(h.extend, [edit_audio, edit_bars, *edit_common], edit_outputs, api_name="extend",
                                   **gpu),
                  replace_btn.click(h.replace_bars, [edit_audio, edit_from, edit_to, *edit_common], edit_outputs,
@@ -321,7 +336,7 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
         # Stop: Gradio cancels the running job; the handler notices between sampler steps and frees
         # the model (app/api_guard.job_alive). gradio_client's Job.cancel() posts to this too.
         loop_ev = loop_btn.click(h.export_loop, [loop_clip, bpm, time_sig, loop_bars, loop_xf, loop_mode, prompt,
-                                                 variant, seed], loop_file, api_name="export_loop",
+                                                 variant, seed, adapter_spec], loop_file, api_name="export_loop",
                                  concurrency_limit=LOOP_CONCURRENCY)
         stop_btn.click(None, None, None, cancels=[gen, var, sweep, ab, loop_ev, *edits], api_visibility="private",
                        **cheap)
@@ -330,7 +345,7 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
             v = apply_settings(settings, engine)
             return [v[k] for k in ("prompt", "bpm", "duration_mode", "duration", "time_signature", "variant",
                                    "steps", "rho", "reject_ratio", "num_clips", "seed", "drop_schedule", "stereo")] + \
-                [log_from_rho(v["rho"]), CUSTOM]
+                [log_from_rho(v["rho"]), CUSTOM, v["adapters"]]
 
         wav_in.upload(h.settings_from_wav, wav_in, settings_json, api_name="settings_from_wav",
                       concurrency_limit=None).success(guarded(fill), settings_json, filled,
@@ -347,6 +362,16 @@ def build_ui(engine: Engine, handlers: Handlers) -> gr.Blocks:
         for r, b in zip(RHO_PRESETS, rho_btns):
             b.click(lambda r=r: (float(r), log_from_rho(r)), None, [rho, rho_log], api_visibility="private",
                     **cheap)
+
+        # adapters: the sliders write the mix; a mix read from a clip's settings moves the sliders
+        if adapter_sliders:
+            for sl in adapter_sliders:
+                sl.input(guarded(lambda *ws: mix.format(tuple(float(w) for w in ws))), adapter_sliders, adapter_spec,
+                         api_visibility="private", **cheap)
+            adapter_spec.change(guarded(lambda text: list(mix.parse(text))), adapter_spec, adapter_sliders,
+                                api_visibility="private", **cheap)
+        ab_mode.change(lambda m: gr.update(interactive=m == AB_MODES[0]), ab_mode, ab_b, api_visibility="private",
+                       **cheap)
 
         # seed helpers
         rand_btn.click(lambda: -1, None, seed, api_visibility="private", **cheap)
@@ -422,6 +447,8 @@ def _info(engine: Engine) -> dict:
             "variants": {v: {"label": engine.label(v), "steps": engine.default_steps(v),
                              "sampler": engine.spec(v).sampler, "layer_budget": engine.has_budget(v)}
                          for v in engine.variants},
+            "adapters": [{"name": a.name, "weight": w, "components": sorted(a.components), "rank": a.rank}
+                         for a, w in zip(engine.mix.adapters, engine.mix.defaults)],
             "limits": {k: list(v) for k, v in LIMITS.items()}, "prompts": pipe.prompts,
             "calibrated": bool(engine.fits), "calibration_s": round(engine.calibration_s, 2)}
 
@@ -435,6 +462,12 @@ def _about(engine: Engine) -> str:
         s = engine.spec(v)
         lines.append(f"| {engine.label(v)} | {s.sampler} | {s.steps} | "
                      f"{', '.join(map(str, s.drop_schedule)) if s.drop_schedule else '—'} |")
+    if engine.mix.names:
+        lines += ["", "### Adapters", "| adapter | adapts | rank | start-up weight |", "|---|---|---|---|"]
+        lines += [f"| {a.name} | {', '.join(sorted(a.components))} | {a.rank} | {w:g} |"
+                  for a, w in zip(engine.mix.adapters, engine.mix.defaults)]
+        lines += ["", "API: pass `adapters=\"name:weight, ...\"` (`\"none\"` = plain) to any endpoint that runs "
+                  "the model."]
     lines += ["", "### API", "Endpoints: `/generate`, `/variation`, `/extend`, `/replace_bars`, `/rho_sweep`, "
               "`/ab_compare`, `/export_loop`, "
               "`/settings_from_wav`, `/estimate`, `/info` — see *Use via API* or "
@@ -443,3 +476,11 @@ def _about(engine: Engine) -> str:
                   f"**{q}** = {f:g}× default steps, drop {', '.join(map(str, d)) if d else 'model default'}"
                   for q, (f, d) in QUALITY.items())]
     return "\n".join(lines)
+
+
+def _adapter_info(adapter) -> str:
+    """A slider's hint: what the adapter adapts and what it was made from."""
+    data = adapter.meta.get("data")
+    clips = data.get("clips") if isinstance(data, dict) else None
+    made = f" · trained on {clips} clips" if isinstance(clips, int) else ""
+    return f"adapts {', '.join(sorted(adapter.components))} (rank {adapter.rank}){made}"

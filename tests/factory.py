@@ -80,3 +80,29 @@ def make_model_folder(folder: str | Path, variants=("base", "presto-ls"), with_c
         "max_duration": max_duration,
     })
     return folder
+
+
+LORA_MODULES = ("blocks.0.attn.qkv", "blocks.1.mlp.w2", "blocks.3.attn.out")  # Linear layers of the micro DiT
+
+
+def random_lora_factors(pipe, comp: str, rank: int, seed: int, modules=LORA_MODULES, scale: float = 0.3) -> dict:
+    """{module: (A (rank, in), B (out, rank))} of seeded random factors for ``comp``'s backbone in a
+    loaded pipeline (large enough that an adapted clip differs audibly from the plain one)."""
+    g = torch.Generator().manual_seed(seed)
+    backbone = next(p.backbone for s, p in pipe.variants.values() if s.component == comp)
+    mods = dict(backbone.named_modules())
+    return {name: (torch.randn(rank, mods[name].in_features, generator=g) * scale,
+                   torch.randn(mods[name].out_features, rank, generator=g) * scale) for name in modules}
+
+
+def make_adapter(model_dir: str | Path, out: str | Path, components=("base", "presto_ls"), rank: int = 4,
+                 seed: int = 1, name: str | None = None) -> Path:
+    """Write a random-factor adapter folder for the model folder ``model_dir`` (its components'
+    hashes recorded, as train.finetune does); returns ``out``."""
+    from presto_core.adapters import save_adapter
+    from presto_core.pipeline import PrestoPipeline
+
+    pipe = PrestoPipeline.from_pretrained(model_dir, device="cpu", precision="fp32")
+    factors = {c: random_lora_factors(pipe, c, rank, seed + k) for k, c in enumerate(components)}
+    save_adapter(out, factors, rank=rank, alpha=2.0 * rank, base_sha256=pipe.component_sha256, name=name)
+    return Path(out)

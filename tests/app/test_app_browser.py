@@ -18,7 +18,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pac
 
 from app.testing import serve  # noqa: E402
 from presto_core.generate import DEFAULT_MODEL  # noqa: E402
-from tests.factory import make_model_folder  # noqa: E402
+from tests.factory import make_adapter, make_model_folder  # noqa: E402
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -32,13 +32,16 @@ pytestmark = pytest.mark.slow  # a real server and clients (or a browser): tens 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     # Screenshots show the embedded default (real audio); the checks run on a micro random model.
+    adapters = []
     if SAVE and DEFAULT_MODEL.is_dir():
         model = DEFAULT_MODEL
     else:
         model = make_model_folder(tmp_path_factory.mktemp("browser_model"),
                                   variants=("base", "presto-l", "presto-s", "presto-ls"), default_variant="presto-ls",
                                   with_m2s=True)
-    with serve(model) as (u, _, _):
+        adapters = [(str(make_adapter(model, tmp_path_factory.mktemp("browser_adapter") / "calypso",
+                                      name="calypso")), 1.0)]
+    with serve(model, adapters=adapters) as (u, _, _):
         yield u
 
 
@@ -102,16 +105,22 @@ def _card_text(pg, audio_id):
     return pg.locator(f"xpath=//*[@id='{audio_id}']/ancestor::div[contains(@class, 'column')][1]").inner_text()
 
 
+def _wait_card(pg, audio_id, text):
+    """Wait until the card of ``audio_id`` says ``text`` (cards are rewritten when a result arrives;
+    until then they show the previous one)."""
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while text not in _card_text(pg, audio_id):
+        assert time.monotonic() < deadline, _card_text(pg, audio_id)
+        pg.wait_for_timeout(250)
+
+
 def test_stereo_switch_gives_mono_clips(page):
     page.get_by_role("tab", name="Generate").click()
     box = page.locator("#stereo input[type=checkbox]")
     assert box.is_checked()
     box.uncheck()
     page.click("#generate-btn")
-    deadline = time.monotonic() + TIMEOUT_MS / 1000
-    while "· mono ·" not in _card_text(page, "clip-audio-0"):  # the card is rewritten when the clip arrives
-        assert time.monotonic() < deadline, _card_text(page, "clip-audio-0")
-        page.wait_for_timeout(250)
+    _wait_card(page, "clip-audio-0", "· mono ·")
     _audio_loads(page, "#clip-audio-0")
     assert "mono" in page.inner_text("#eta")
     box.check()
@@ -145,6 +154,25 @@ def test_ab_tab(page):
     _shot(page, "ab")
 
 
+def test_adapter_slider_and_adapted_vs_plain(page):
+    if page.locator("#adapter-0").count() == 0:
+        pytest.skip("screenshot mode serves the embedded default without adapters")
+    page.get_by_role("tab", name="Generate").click()
+    _set_number(page, "adapter-0", 0.5)
+    page.wait_for_function("() => document.querySelector('#eta')?.innerText.includes('adapters: calypso 0.5')")
+    page.get_by_role("tab", name="A/B").click()
+    page.locator("#ab-mode").get_by_text("adapted vs plain").click()
+    first = page.get_attribute("#ab-audio-0 audio[src]", "src")
+    page.click("#ab-btn")
+    page.wait_for_function(f"() => document.querySelector('#ab-audio-0 audio[src]')?.src != '{first}'")
+    assert _audio_loads(page, "#ab-audio-1") == pytest.approx(4.0, abs=0.1)
+    page.get_by_text("· plain").first.wait_for()
+    a, b = _card_text(page, "ab-audio-0"), _card_text(page, "ab-audio-1")
+    assert "calypso 0.5" in a and "· plain" in b
+    assert a.split("·")[0].replace("A: ", "") == b.split("·")[0].replace("B: ", "")  # one variant, both sides
+    page.locator("#ab-mode").get_by_text("two variants").click()
+
+
 def test_extend_and_replace_from_a_clip_card(page):
     page.get_by_role("tab", name="Generate").click()
     _set_number(page, "bpm", 120)
@@ -156,8 +184,8 @@ def test_extend_and_replace_from_a_clip_card(page):
     page.wait_for_function(f"() => document.querySelector('#clip-audio-0 audio[src]')?.src != '{first}'")
     page.get_by_text("Extended by 8 bars").first.wait_for()  # (the 20 s length: tests/app/test_app_editing.py)
     assert "Extended by 8 bars" in _card_text(page, "clip-audio-0")
-    assert _audio_loads(page, "#clip-audio-1") == pytest.approx(4.0, abs=0.1)  # the source beside it
-    assert "Source" in _card_text(page, "clip-audio-1")
+    _wait_card(page, "clip-audio-1", "Source")  # the source beside it
+    assert _audio_loads(page, "#clip-audio-1") == pytest.approx(4.0, abs=0.1)
     img = page.wait_for_selector("#clip-spec-0 img[src]")
     page.wait_for_function("img => img.complete && img.naturalHeight > 200", arg=img)  # waveforms + spectrogram
     _shot(page, "extend")

@@ -13,17 +13,13 @@ from presto_core.adapters import (
 from presto_core.errors import PrestoError
 from presto_core.pipeline import PrestoPipeline
 from presto_core.request import GenerationRequest
-from tests.factory import make_model_folder
+from tests.factory import LORA_MODULES, make_model_folder, random_lora_factors
 
-MODULES = ["blocks.0.attn.qkv", "blocks.1.mlp.w2", "blocks.3.attn.out"]
+MODULES = list(LORA_MODULES)
 
 
 def random_factors(pipe, comp: str, rank: int, seed: int) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    backbone = next(p.backbone for s, p in pipe.variants.values() if s.component == comp)
-    mods = dict(backbone.named_modules())
-    return {name: (torch.randn(rank, mods[name].in_features, generator=g) * 0.3,
-                   torch.randn(mods[name].out_features, rank, generator=g) * 0.3) for name in MODULES}
+    return random_lora_factors(pipe, comp, rank, seed)
 
 
 @pytest.fixture(scope="module")
