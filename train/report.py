@@ -50,6 +50,7 @@ import soundfile as sf
 import torch
 
 from presto_core.audio import mrstft_distance, si_sdr, write_wav
+from presto_core.adapters import parse_adapter_arg
 from presto_core.errors import PrestoError, check_number
 from presto_core.pipeline import PrestoPipeline
 from presto_core.request import LIMITS
@@ -335,12 +336,14 @@ def run(args: argparse.Namespace, command: str) -> dict:
     """Measure every section and return the report dict (see :func:`render_markdown`)."""
     check_args(args)
     items = heldout_records(args.corpus)
+    adapters = [parse_adapter_arg(a) for a in args.adapter or []]
     pipe = PrestoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
-                                          variants=[args.variant])
+                                          variants=[args.variant], adapters=adapters)
     spec = pipe.variants[args.variant][0]
     steps = args.steps or spec.steps
     report = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), "command": command,
               "machine": machine_info(pipe.device), "model": args.model, "corpus": args.corpus,
+              "adapters": pipe.adapter_settings().get("adapters", []),
               "variant": args.variant, "sampler": spec.sampler, "steps": steps,
               "guidance": f"{spec.guidance_kind} {spec.guidance_scale:g}",
               "precision": str(pipe.autocast_dtype or "fp32").removeprefix("torch."),
@@ -413,7 +416,9 @@ def render_markdown(report: dict) -> str:
              f"- command: `{report['command']}`",
              f"- date: {report['date']}",
              f"- model: {report['model']}; variant {report['variant']}: {report['sampler']} at {report['steps']} "
-             f"steps, guidance {report['guidance']}, precision {report['precision']}",
+             f"steps, guidance {report['guidance']}, precision {report['precision']}"
+             + "".join(f"; adapter {a['name']} at {a['weight']:g} (sha256 {str(a['sha256'])[:12]})"
+                       for a in report.get("adapters", [])),
              f"- corpus: {report['corpus']} ({report['n_heldout']} held-out pieces)",
              f"- machine: {m.get('gpu', m['cpu'])}; torch {m['torch']}; {m['threads']} CPU threads; "
              f"device {m['device']}",
@@ -480,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model folder or hub id")
     p.add_argument("--corpus", required=True, help="corpus folder whose metadata.jsonl has split 'heldout' items")
     p.add_argument("--variant", default="base", help="variant that generates (default: base)")
+    p.add_argument("--adapter", action="append", default=[], metavar="DIR[:WEIGHT]",
+                   help="serve with this adapter (python -m train.finetune) at WEIGHT in [0, 2] (default 1); "
+                        "repeatable. --corpus may be python -m train.data.ingest's output: the person's "
+                        "held-out files. For plain and adapted side by side: python -m train.adapter_report")
     p.add_argument("--num", type=int, default=16, help="generated clips (one per held-out prompt, cycling)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per generated clip")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the variant's)")

@@ -232,3 +232,26 @@ def test_report_without_clap_skips_retrieval(tmp_path, capsys):
     assert rc == 0 and "no CLAP component; skipped" in capsys.readouterr().out
     rep = json.loads(out.read_text())
     assert rep["clap"] is None and rep["steps"] == 1 and rep["tempo"]["rows"][0]["n"] == 1
+
+
+def test_report_with_an_adapter_names_it_and_changes_the_clips(model, tmp_path, capsys):
+    from tests.factory import make_adapter
+
+    corpus = _corpus(tmp_path / "corpus")
+    adapter = make_adapter(model, tmp_path / "style", components=("base",), name="style")
+    common = ["--model", str(model), "--corpus", str(corpus), "--num", "1", "--duration", "1", "--steps", "1",
+              "--vae-seconds", "1", "--device", "cpu", "--precision", "fp32"]
+    for name, extra in (("plain", []), ("adapted", ["--adapter", f"{adapter}:0.5"])):
+        assert main([*common, *extra, "--json", str(tmp_path / f"{name}.json"), "--audio-dir", str(tmp_path / name),
+                     "--markdown", str(tmp_path / f"{name}.md")]) == 0
+    rep = json.loads((tmp_path / "adapted.json").read_text())
+    (a,) = rep["adapters"]
+    assert a["name"] == "style" and a["weight"] == 0.5 and len(a["sha256"]) == 64
+    assert "adapter style at 0.5" in (tmp_path / "adapted.md").read_text()
+    assert json.loads((tmp_path / "plain.json").read_text())["adapters"] == []
+    plain, _ = sf.read(tmp_path / "plain" / "clip-00.wav")
+    adapted, _ = sf.read(tmp_path / "adapted" / "clip-00.wav")
+    assert np.abs(plain - adapted).max() > 1e-4  # same seed, the adapter changes the clip
+    capsys.readouterr()
+    assert main([*common, "--adapter", f"{adapter}:3"]) == 2
+    assert "adapter weight must be in [0, 2], got 3" in capsys.readouterr().err
