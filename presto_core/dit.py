@@ -273,6 +273,7 @@ class DiT(nn.Module):
         layers_dropped: int | torch.Tensor = 0,
         return_hidden: bool = False,
         return_features: tuple[int, ...] = (),
+        run_at_drop: int | None = None,
     ):
         """F(x_in, c_noise).
 
@@ -281,7 +282,9 @@ class DiT(nn.Module):
         real); bpm: scalar or (B,) beats per minute; uncond: bool or (B,) bool, True replaces that
         sample's text and BPM with the learned null condition (text/bpm may be None if all are
         unconditional); layers_dropped: int for the whole batch (blocks really skipped) or (B,)
-        long per sample.
+        long per sample; run_at_drop: also run the blocks active at this drop count, using their
+        output only where a sample's own count asks (results are unchanged): sharded training
+        passes the smallest count of every process so all processes run the same blocks.
 
         Returns ``out`` (B, C, T) when nothing extra is asked for, else the tuple
         ``(out, *extras)`` with the extras in this fixed order, each present only if asked for:
@@ -298,6 +301,9 @@ class DiT(nn.Module):
         b, _, t = x.shape
         dev = x.device
         k_all, k_vec = self._parse_drops(layers_dropped, b, dev)
+        floor = None if run_at_drop is None else self._check_k(int(run_at_drop))
+        if floor is not None and k_all is not None and floor < k_all:
+            k_all = None  # blocks beyond the batch's own: the per-sample path runs and masks them
         u = self._uncond(uncond, b, dev)
         all_u, any_u = bool(u.all()), bool(u.any())
 
@@ -334,7 +340,7 @@ class DiT(nn.Module):
                     feats[i] = h
         else:
             # Per-sample budgets (training): run each block any sample needs, keep it where needed.
-            ks = sorted(set(k_vec.tolist()))
+            ks = sorted(set(k_vec.tolist()) | ({floor} if floor is not None else set()))
             needed = sorted(set().union(*(self.active_blocks(k) for k in ks)))
             for i in needed:
                 h = torch.where(self._runs(i, k_vec)[:, None, None], self.blocks[i](h, *args), h)

@@ -36,6 +36,7 @@ from train.diffusion.configs import METHODS, PrestoLStageConfig
 from train.diffusion.losses import presto_l_loss
 from train.diffusion.model_folder import export_stage, variant_dict
 from train.infra.run import run_main, start_stage
+from train.infra.sharding import agreed_drop_floor
 
 # ---------------------------------------------------------------------------------------------
 # Model and loss
@@ -102,18 +103,22 @@ def train(argv: list[str] | None = None) -> Path:
               f"{lat.frames} frames, {run.accelerator.num_processes} process(es), {run.mixed_precision}")
     model, opt, sched, ema = run.train_one(model)
     heldout = lat.heldout_loss(run, data, cfg)
+    eval_model = None
     if heldout is not None:
         eval_model = Precond(DiT(model_cfg), cfg.edm.sigma_data).to(run.device).eval()  # before restore(): RNG
     run.restore()
 
+    drop_floor = agreed_drop_floor if run.fsdp != "no" else None  # sharded: every process runs the same blocks
     for batch in run.batches(lat.dataset, collate):
         x0, sigma, noise, cond = lat.dsm_inputs(run, batch, cfg)
-        loss, metrics = presto_l_loss(model, x0, sigma, noise, schedule=schedule, nu=nu,
+        loss, metrics = presto_l_loss(model, x0, sigma, noise, schedule=schedule, nu=nu, drop_floor=drop_floor,
                                       sigma_data=cfg.edm.sigma_data, length=batch["length"], **cond)
         grad_norm = run.backward(loss, model, opt, sched)
         run.end_step(loss=loss, grad_norm=grad_norm, **metrics)
-        if heldout is not None and ((cfg.eval_every and run.step % cfg.eval_every == 0) or run.done):
-            run.log(heldout_loss=heldout(dropping_denoiser(ema.copy_to(eval_model), schedule)))
+        if run.stepped and ((cfg.eval_every and run.step % cfg.eval_every == 0) or run.done):
+            averaged = ema.copy_to(eval_model)  # on every process: under FSDP the average is gathered
+            if heldout is not None:
+                run.log(heldout_loss=heldout(dropping_denoiser(averaged, schedule)))
 
     return run.finish(export=lambda: export_stage(
         run, data, cfg, ema, model_cfg, cfg.name, base=cfg.base_model, steps=cfg.sampler_steps,

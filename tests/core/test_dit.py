@@ -175,6 +175,13 @@ def test_active_blocks_and_skipping(mode):
     ran.clear()
     m(x, cn, **cond, layers_dropped=torch.tensor([1, 2]))
     assert ran == ([0, 1, 2] if mode == "ase" else [0, 1, 3])
+    # run_at_drop (sharded training): more blocks run, the result is the same.
+    for k, floor in ((2, 0), (torch.tensor([1, 2]), 0), (3, 1), (1, 3)):
+        ran.clear()
+        out = m(x, cn, **cond, layers_dropped=k, run_at_drop=floor)
+        lowest = min(floor, int(torch.as_tensor(k).min()))
+        assert ran == m.active_blocks(lowest)
+        torch.testing.assert_close(out, m(x, cn, **cond, layers_dropped=k), atol=1e-6, rtol=0)
     for h in hooks:
         h.remove()
 

@@ -92,11 +92,6 @@ class PrestoLStageConfig(DSMStageConfig):
         self.schedule = check_schedule(self.schedule)
         if self.nu < 0:
             raise ValueError(f"presto_l: need nu >= 0, got {self.nu}")
-        if self.loop.fsdp != "no":
-            # Per-sample budgets run a different set of blocks on each process; FSDP reduces each
-            # block's gradients as a collective, so the processes would wait on each other forever.
-            raise ValueError("presto_l.loop.fsdp: layer dropping runs different blocks on each process, which "
-                             "FSDP cannot reduce; train Presto-L with DDP (loop.fsdp=no)")
 
     @property
     def name(self) -> str:

@@ -21,6 +21,7 @@ from train.diffusion.gan_head import (
 from train.diffusion.losses import dmd_gradient, dmd_surrogate, frame_mask, guided_real, repeat_cond
 from train.diffusion.model_folder import export_stage
 from train.infra.run import start_stage
+from train.infra.sharding import agreed_drop_floor
 
 # ---------------------------------------------------------------------------------------------
 # Pieces of Algorithm 1 (pure functions of the networks and a generator: reused by Presto-LS)
@@ -151,6 +152,17 @@ def build_networks(cfg: PrestoSStageConfig, generator_init: str | None = None, s
     return Precond(gen_dit, sd), FakeScoreWithHead(Precond(fake, sd), head, blocks), real, gen_dit.cfg
 
 
+def _agreeing(gen_kwargs: Callable) -> Callable:
+    """``gen_kwargs`` plus the DiT's ``run_at_drop`` agreed over all processes, so that a sharded
+    generator runs the same blocks everywhere (see :func:`train.infra.sharding.agreed_drop_floor`)."""
+    def kwargs(sigma):
+        extra = gen_kwargs(sigma)
+        if "layers_dropped" in extra:
+            extra = {**extra, "run_at_drop": agreed_drop_floor(torch.as_tensor(extra["layers_dropped"]))}
+        return extra
+    return kwargs
+
+
 def train_stage(argv, stage: str, cfg_cls, *, variant: Callable, generator_init: Callable | None = None,
                 gen_kwargs: Callable | None = None) -> Path:
     """The Presto-S loop for ``stage`` (presto_s or presto_ls). ``variant(cfg)`` -> the exported
@@ -164,6 +176,8 @@ def train_stage(argv, stage: str, cfg_cls, *, variant: Callable, generator_init:
     gen, psi, real, gen_cfg = build_networks(cfg, generator_init(cfg) if generator_init else None, stage)
     real = real.to(run.device)
     gkw = gen_kwargs(cfg, gen_cfg) if gen_kwargs else None
+    if gkw is not None and run.fsdp != "no":
+        gkw = _agreeing(gkw)
     run.print(f"{stage}: DiT {gen.backbone.num_parameters() / 1e6:.1f}M params x3, head "
               f"{sum(p.numel() for p in psi.head.parameters()) / 1e6:.2f}M on blocks {psi.blocks}, "
               f"{len(lat.dataset)} cached items, crops of {lat.frames} frames, {run.mixed_precision}")

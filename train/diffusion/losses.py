@@ -26,12 +26,15 @@ def masked_dsm_loss(denoiser, x0: torch.Tensor, sigma: torch.Tensor, noise: torc
 
 
 def presto_l_loss(model, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor, *, schedule,
-                  nu: float = 0.1, sigma_data: float = 0.5, length: torch.Tensor | None = None, **cond):
+                  nu: float = 0.1, sigma_data: float = 0.5, length: torch.Tensor | None = None,
+                  drop_floor=None, **cond):
     """Presto-L objective for one batch: weighted DSM of the layer-dropped denoiser + nu * self-teacher.
 
     model: Precond(DiT) (possibly wrapped by accelerate); x0, noise: (B, C, T); sigma: (B,);
     schedule: callable sigma (B,) -> blocks dropped (B,) long (a :class:`DropSchedule` at the model's
-    depth); length: (B,) valid frames per sample (None: all); cond: text, text_mask, bpm, uncond.
+    depth); length: (B,) valid frames per sample (None: all); drop_floor: callable k (B,) -> the
+    DiT's ``run_at_drop`` (under FSDP, :func:`train.infra.sharding.agreed_drop_floor`); cond: text,
+    text_mask, bpm, uncond.
     The self-teacher term is the mean over valid tokens and channels of (h_L - sg(h_full))^2 with h
     the normalised final-block outputs (B, T, dim); the full-depth pass runs under no_grad and is
     skipped when ``nu == 0`` (ASE). Returns (loss, metrics) with metrics {"dsm", "self_teacher",
@@ -39,7 +42,8 @@ def presto_l_loss(model, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Ten
     """
     k = schedule(sigma.detach())
     x = x0 + sigma.view(-1, 1, 1) * noise
-    den, hidden = model(x, sigma, layers_dropped=k, return_hidden=True, **cond)
+    floor = {} if drop_floor is None else {"run_at_drop": drop_floor(k)}
+    den, hidden = model(x, sigma, layers_dropped=k, return_hidden=True, **floor, **cond)
     valid = frame_mask(length, x0.shape[-1])
     dsm = weighted_dsm(den, x0, sigma, sigma_data, valid)
     st = dsm.new_zeros(())

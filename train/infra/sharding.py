@@ -128,6 +128,19 @@ def shard(models: Iterable[nn.Module], optimizers: Iterable[torch.optim.Optimize
     return [(m, owned[id(m)]) for m in sharded]
 
 
+def agreed_drop_floor(k: torch.Tensor) -> int:
+    """The smallest layer-drop count in ``k`` (B,) long over every process (an all-reduce MIN;
+    collective: every rank calls it once per forward). Passed as the DiT's ``run_at_drop``, it makes
+    all processes run the same blocks, which FSDP needs: each block's parameters are gathered and
+    its gradients reduced as a collective, so a block one process skips would hang the others."""
+    import torch.distributed as dist
+
+    m = k.detach().min().to(torch.int64).reshape(1).clone()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(m, op=dist.ReduceOp.MIN)
+    return int(m.item())
+
+
 def set_gradient_sync(model: nn.Module, sync: bool) -> None:
     """Whether the next backward reduces gradients across ranks (off for all but the last
     micro-batch of an accumulated step). Works for FSDP2 modules and DDP wrappers."""
