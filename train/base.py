@@ -25,7 +25,7 @@ from train.diffusion.common import check_same_architecture, latent_caches, load_
 from train.diffusion.configs import BaseStageConfig
 from train.diffusion.losses import masked_dsm_loss
 from train.diffusion.model_folder import BASE, export_stage
-from train.infra.run import Run, run_main, start_stage
+from train.infra.run import run_main, start_stage
 
 
 def load_init(path: str, model_cfg: DiTConfig) -> DiT:

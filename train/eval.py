@@ -48,7 +48,7 @@ from presto_core.pipeline import PrestoPipeline
 from presto_core.request import LIMITS
 from train.data.dataset import load_mono, read_metadata
 from train.evaluation import metrics
-from train.evaluation.clips import clamp_bpm, embed_audio, embed_text, generate_set
+from train.evaluation.clips import embed_audio, embed_text, generate_set
 from train.evaluation.reporting import command_line, fmt, machine_info, markdown_table, run_reported
 
 QUALITY_COLS = ("fad", "mmd", "clap", "density", "recall", "coverage")

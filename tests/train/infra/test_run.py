@@ -11,9 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from presto_core.dit import DiTConfig
