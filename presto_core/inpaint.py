@@ -1,7 +1,9 @@
 """Inpainting in latent space and splicing in audio: the two halves of every edit.
 
 Latents: :func:`masked_denoiser` fixes the kept frames of a window to known latents at every
-denoiser call, ``D'(x, sigma) = keep * z_known + (1 - keep) * D(x, sigma)``. Every sampler steps
+denoiser call, ``D'(x, sigma) = keep * z_known + (1 - keep) * D(x, sigma)``. ``keep`` may be soft
+(:func:`soft_keep`): a short ramp inside the regenerated span blends the known latents into the new
+ones, so a boundary is a latent crossfade rather than a step from one frame to the next. Every sampler steps
 from the data estimate, so the kept frames of the state stay the known latents plus noise at the
 current sigma: the few-step ping-pong sampler re-noises them with fresh noise each step
 (RePaint-style), the deterministic solvers carry the initial noise down. The frames to regenerate
@@ -21,16 +23,37 @@ import torch
 from presto_core.samplers import Denoised, Denoiser
 
 
-def masked_denoiser(denoiser: Denoiser, z_known: torch.Tensor, keep: torch.Tensor) -> Denoiser:
-    """Wrap ``denoiser`` so that frames where ``keep`` is True return ``z_known``.
+def soft_keep(frames: int, lo: int, hi: int, ramp: int, left: bool = True, right: bool = True) -> torch.Tensor:
+    """(frames,) float32 keep weights: 1 outside [lo, hi), 0 inside, except for ``ramp`` frames
+    just inside each boundary (``left`` at lo, ``right`` at hi) that fall from 1 towards 0 along
+    :func:`fade_curve`. The ramps are shortened to fit a third of the span each, so the middle
+    of a short span is still fully regenerated; frames outside [lo, hi) are exactly 1."""
+    keep = torch.ones(frames, dtype=torch.float32)
+    keep[lo:hi] = 0.0
+    r = max(0, min(ramp, (hi - lo) // 3))
+    if r:
+        down = torch.from_numpy(1.0 - fade_curve(r + 1)[1:])  # strictly below 1: every ramp frame changes
+        if left:
+            keep[lo:lo + r] = down
+        if right:
+            keep[hi - r:hi] = down.flip(0)
+    return keep
 
-    z_known: (1 | B, C, T) latents; keep: (T,) bool. A :class:`Denoised` pair (CFG++) has both
-    of its estimates fixed, so the re-noising direction of the kept frames is the known latents too.
+
+def masked_denoiser(denoiser: Denoiser, z_known: torch.Tensor, keep: torch.Tensor) -> Denoiser:
+    """Wrap ``denoiser`` so that each frame returns ``keep * z_known + (1 - keep) * D``.
+
+    z_known: (1 | B, C, T) latents; keep: (T,) bool or float weights in [0, 1] (:func:`soft_keep`);
+    frames with weight 1 return ``z_known`` exactly, with weight 0 the model's estimate exactly. A :class:`Denoised` pair (CFG++) has both of
+    its estimates blended, so the re-noising direction of the kept frames is the known latents too.
     """
-    m = keep.to(device=z_known.device, dtype=torch.bool).view(1, 1, -1)
+    w = keep.to(device=z_known.device, dtype=torch.float32).view(1, 1, -1)
+    kept, free = w == 1.0, w == 0.0
 
     def fix(x0: torch.Tensor) -> torch.Tensor:
-        return torch.where(m, z_known.to(x0.dtype), x0)
+        zk = z_known.to(x0.dtype)
+        wd = w.to(x0.dtype)
+        return torch.where(kept, zk, torch.where(free, x0, wd * zk + (1 - wd) * x0))
 
     def masked(x: torch.Tensor, sigma: torch.Tensor):
         out = denoiser(x, sigma)

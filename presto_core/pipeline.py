@@ -28,7 +28,7 @@ from presto_core.clap import EmbeddedClapScorer, select_best
 from presto_core.edm import EDMConfig, Precond, karras_ramp, karras_sigmas
 from presto_core.errors import PrestoError
 from presto_core import editing
-from presto_core.editing import EditRequest, make_loop, widen_loop
+from presto_core.editing import LATENT_RAMP_S, EditRequest, make_loop, widen_loop
 from presto_core.inpaint import masked_denoiser
 from presto_core.music import bar_seconds, loop_bars
 from presto_core.request import GenerationRequest, ValidatedRequest, VariantSpec
@@ -340,8 +340,8 @@ class PrestoPipeline:
 
         cond: :meth:`encode_prompt`'s pair for n clips; z_init: (1|n, C, frames) latents a
         variation or an edit starts from, noised to the schedule's top (set by ``strength``, or by
-        the request's for a variation); known: ``(z_known (1|n, C, frames), keep (frames,) bool)``
-        fixes the kept frames to z_known at every step (see presto_core.inpaint)."""
+        the request's for a variation); known: ``(z_known (1|n, C, frames), keep (frames,) bool or float
+        weights)`` fixes the kept frames to z_known at every step (see presto_core.inpaint)."""
         spec, precond = self.variants[req.variant]
         text, mask = cond
         n = text.shape[0]
@@ -352,7 +352,9 @@ class PrestoPipeline:
         if known is not None:
             z_known, keep = known
             denoiser = masked_denoiser(denoiser, z_known, keep)
-            x = torch.where(keep.view(1, 1, -1), z_known + noise * sigmas[0].float(), x)
+            w = keep.to(device=x.device, dtype=x.dtype).view(1, 1, -1)
+            start = z_known + noise * sigmas[0].float()
+            x = torch.where(w == 1.0, start, w * start + (1 - w) * x)
         return get_sampler(spec.sampler)(denoiser, x, sigmas, generator=gen, callback=callback)
 
     @torch.no_grad()
@@ -442,7 +444,7 @@ class PrestoPipeline:
             one = (cond[0][:1], cond[1][:1])
             kept = torch.stack([torch.from_numpy(make_loop(
                 self, req, one, kept[j].cpu().numpy(), bars, bar, int(round(LOOP_FADE_MS * sr / 1000)), gen,
-                callback=lambda i, n, _x, j=j: progress("loop", j * n + i + 1, n * len(order))))
+                int(round(LATENT_RAMP_S * sr / self.vae.cfg.hop)), callback=lambda i, n, _x, j=j: progress("loop", j * n + i + 1, n * len(order))))
                 for j in range(len(order))]).to(self.device)
             timings["loop"] = time.perf_counter() - t5
         timings["stereo"] = 0.0

@@ -58,7 +58,7 @@ def _bar_lines(n_bars: int, bar_s: float) -> list[float]:
     return [k * bar_s for k in range(1, n_bars)]
 
 
-def extend_row(pipe, item: dict, seed: int, total: float, variant: str, strength) -> tuple[dict, np.ndarray]:
+def extend_row(pipe, item: dict, seed: int, total: float, variant: str, strength, ramp_ms=None) -> tuple[dict, np.ndarray]:
     bpm = clamp_bpm(item["bpm"])
     bar_s = bar_seconds(bpm, TS)
     seed_clip = pipe.generate(prompt=item["prompt"], bpm=bpm, duration=min(SEED_BARS * bar_s, pipe.max_duration),
@@ -68,7 +68,7 @@ def extend_row(pipe, item: dict, seed: int, total: float, variant: str, strength
     add = int(np.floor(total / bar_s + 1e-9)) - have
     t0 = time.perf_counter()
     res = pipe.extend(src, pipe.sample_rate, bars=add, prompt=item["prompt"], bpm=bpm, seed=seed + 1000,
-                      variant=variant, strength=strength)
+                      variant=variant, strength=strength, ramp_ms=ramp_ms)
     wall = time.perf_counter() - t0
     mono = _mono(res.clips[0].audio)
     joins = [w["join_s"] for w in res.windows]
@@ -88,12 +88,12 @@ def extend_row(pipe, item: dict, seed: int, total: float, variant: str, strength
             "_piece": res.clips[0].audio}, src
 
 
-def inpaint_row(pipe, item: dict, src: np.ndarray, seed: int, variant: str, strength) -> dict:
+def inpaint_row(pipe, item: dict, src: np.ndarray, seed: int, variant: str, strength, ramp_ms=None) -> dict:
     bpm = clamp_bpm(item["bpm"])
     bar_s = bar_seconds(bpm, TS)
     sr = pipe.sample_rate
     res = pipe.inpaint(src, sr, bars=(5, 6), prompt=item["prompt"], bpm=bpm, seed=seed + 2000, variant=variant,
-                       strength=strength)
+                       strength=strength, ramp_ms=ramp_ms)
     out = res.clips[0].audio
     fade = int(round(res.settings["crossfade_ms"] * sr / 1000))
     lo, hi = int(round(4 * bar_s * sr)), int(round(6 * bar_s * sr))
@@ -105,14 +105,14 @@ def inpaint_row(pipe, item: dict, src: np.ndarray, seed: int, variant: str, stre
     return {"unchanged_outside": unchanged, "inpaint": seams}
 
 
-def loop_row(pipe, item: dict, seed: int, variant: str, strength) -> dict:
+def loop_row(pipe, item: dict, seed: int, variant: str, strength, ramp_ms=None) -> dict:
     bpm = clamp_bpm(item["bpm"])
     bar_s = bar_seconds(bpm, TS)
     bars = max(1, min(LOOP_BARS, int(np.floor(pipe.max_duration / bar_s + 1e-9))))
     plain_loop = pipe.generate(prompt=item["prompt"], bpm=bpm, duration=bars * bar_s, seed=seed + 3000,
                                variant=variant, stereo=False).clips[0].audio
     made = pipe.make_loop(plain_loop, pipe.sample_rate, prompt=item["prompt"], bpm=bpm, bars=bars, seed=seed,
-                          variant=variant, stereo=False, strength=strength)
+                          variant=variant, stereo=False, strength=strength, ramp_ms=ramp_ms)
     plain = pipe.generate(prompt=item["prompt"], bpm=bpm, duration=min(pipe.max_duration, (bars + 0.5) * bar_s),
                           seed=seed + 3000, variant=variant, stereo=False)
     cut, _ = loop_on_bars(plain.clips[0].audio, pipe.sample_rate, bpm, TS, bars, 10.0)
@@ -176,10 +176,11 @@ def run(args, command: str) -> dict:
     rows = []
     first_src = None
     for i, item in enumerate(items):
-        row, src = extend_row(pipe, item, args.seed + i, total, variant, args.extend_strength)
+        row, src = extend_row(pipe, item, args.seed + i, total, variant, args.extend_strength, args.ramp_ms)
         first_src = src if first_src is None else first_src
-        row.update(inpaint_row(pipe, item, row.pop("_piece"), args.seed + i, variant, args.replace_strength))
-        row.update(loop_row(pipe, item, args.seed + i, variant, args.loop_strength))
+        row.update(inpaint_row(pipe, item, row.pop("_piece"), args.seed + i, variant, args.replace_strength,
+                               args.ramp_ms))
+        row.update(loop_row(pipe, item, args.seed + i, variant, args.loop_strength, args.ramp_ms))
         rows.append(row)
     scaling = scaling_rows(pipe, items[0], first_src, lengths, args.repeats, variant)
     return {"command": command, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -246,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extend-strength", type=float, default=None, help="(default: the library's)")
     p.add_argument("--replace-strength", type=float, default=None, help="(default: the library's)")
     p.add_argument("--loop-strength", type=float, default=None, help="(default: the library's)")
+    p.add_argument("--ramp-ms", type=float, default=None,
+                   help="latent crossfade at each boundary, ms [0, 1000] (default: the library's)")
     p.add_argument("--json", default=None)
     p.add_argument("--markdown", default=None)
     p.add_argument("--device", default="auto")

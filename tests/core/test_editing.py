@@ -9,7 +9,7 @@ import torch
 
 from presto_core.editing import channels_first, source_hash, widen_long, widen_loop
 from presto_core.errors import PrestoError
-from presto_core.inpaint import fade_curve, masked_denoiser, splice
+from presto_core.inpaint import fade_curve, masked_denoiser, soft_keep, splice
 from presto_core.pipeline import PrestoPipeline
 from presto_core.samplers import SAMPLERS, Denoised
 from tests.factory import make_model_folder
@@ -52,6 +52,31 @@ def test_masked_denoiser_fixes_kept_frames_only():
     assert torch.equal(pair.x0[:, :, :4], z.expand(2, -1, -1)[:, :, :4])
     assert torch.equal(pair.x0_renoise[:, :, :4], z.expand(2, -1, -1)[:, :, :4])
     assert torch.equal(pair.x0_renoise[:, :, 4:], 0.25 * x[:, :, 4:])
+
+
+def test_soft_keep_ramps_inside_the_span_only():
+    k = soft_keep(40, 10, 30, ramp=4)
+    assert torch.equal(k[:10], torch.ones(10)) and torch.equal(k[30:], torch.ones(10))  # outside: kept exactly
+    assert torch.equal(k[14:26], torch.zeros(12))  # the middle: regenerated
+    left, right = k[10:14], k[26:30]
+    assert (left < 1).all() and (left > 0).all() and (left.diff() < 0).all()  # falls from 1 ...
+    torch.testing.assert_close(right, left.flip(0))  # ... and rises back, mirrored
+    torch.testing.assert_close(left, torch.from_numpy(1 - fade_curve(5)[1:]))
+    assert torch.equal(soft_keep(40, 10, 40, ramp=4, right=False)[36:], torch.zeros(4))  # an extension's end
+    assert torch.equal(soft_keep(40, 10, 16, ramp=4)[12:14], torch.zeros(2))  # a short span: ramps of 2
+    hard = soft_keep(40, 10, 30, ramp=0)
+    assert torch.equal(hard, (~((torch.arange(40) >= 10) & (torch.arange(40) < 30))).float())
+
+
+def test_soft_masked_denoiser_blends_by_weight():
+    z = torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(1))
+    w = torch.tensor([1.0, 1.0, 0.75, 0.25, 0.0, 0.0, 0.5, 1.0])
+    out = masked_denoiser(lambda x, s: 0.5 * x, z, w)(x, torch.tensor(1.0))
+    torch.testing.assert_close(out, w * z + (1 - w) * 0.5 * x)
+    hard = w == 1
+    assert torch.equal(out[..., hard], z.expand(2, -1, -1)[..., hard])  # weight 1 is exact
+    assert torch.equal(out[..., w == 0], 0.5 * x[..., w == 0])
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
@@ -170,6 +195,7 @@ def test_extend_resamples_and_mono_to_stereo_on_request(pipe):
     (dict(time_signature="9/9"), "time signature"),
     (dict(crossfade_ms=900), "crossfade"),
     (dict(context_seconds=0.1), "context"),
+    (dict(ramp_ms=-5), r"latent crossfade \(ms\) must be .*0.*1000"),
     (dict(source=np.zeros((200 * SR,), np.float32)), "at most 180 s can be edited"),
     (dict(variant="nope"), "model variant must be one of"),
 ])
@@ -198,6 +224,10 @@ def test_inpaint_changes_only_the_bars_and_their_fades(pipe, stereo):
     assert np.array_equal(out[..., hi + fade:], src[..., hi + fade:])
     assert np.abs(out[..., lo:hi] - src[..., lo:hi]).mean() > 1e-3
     assert res.settings["replaced_bars"] == [3, 3] and res.settings["edit"] == "inpaint"
+    assert res.settings["ramp_ms"] == 150.0
+    hard = pipe.inpaint(src, SR, bars=(3, 3), prompt="drums", bpm=BPM, seed=2, ramp_ms=0).clips[0].audio
+    assert np.array_equal(hard[..., :lo - fade], src[..., :lo - fade])  # the ramp lies inside the bars
+    assert not np.array_equal(hard[..., lo:lo + BAR // 4], out[..., lo:lo + BAR // 4])
     if stereo:
         mono = pipe.inpaint(src, SR, bars=(3, 3), prompt="drums", bpm=BPM, seed=2, stereo=False).clips[0].audio
         np.testing.assert_allclose(out.mean(axis=0), mono, atol=1e-6)
