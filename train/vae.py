@@ -55,6 +55,7 @@ from train.data.dataset import AudioDataset, collate
 from train.evaluation.pitch import chroma_correlation
 from train.infra.config import ConfigError, LoopConfig
 from train.infra.run import Run, run_main, start_stage
+from train.infra import sharding
 
 EVAL_LOG = "eval.jsonl"
 
@@ -115,9 +116,6 @@ class VAEStageConfig:
     reinit_decoder: bool = False
 
     def __post_init__(self):
-        if self.loop.fsdp != "no":
-            # Its evaluation and latent statistics run the whole VAE on the main process only.
-            raise ConfigError("vae.loop.fsdp: the VAE stage trains with DDP only (its models are small)")
         if len(self.mel_windows) != len(self.mel_bins) or not self.mel_windows:
             raise ConfigError(f"vae.mel_windows {self.mel_windows} and vae.mel_bins {self.mel_bins} "
                               "must be non-empty lists of equal length")
@@ -311,6 +309,20 @@ def read_eval(run_dir) -> list[dict]:
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
 
 
+def whole_vae(run: Run, vae) -> AudioVAE | None:
+    """The trained VAE, whole, on the main process (None elsewhere) for evaluation and export. Call
+    on every process: under FSDP its shards are gathered (a collective) into an unsharded copy."""
+    inner = run.unwrap(vae)
+    if run.fsdp == "no":
+        return inner if run.is_main else None
+    state = sharding.full_model_state(inner)
+    if not run.is_main:
+        return None
+    whole = AudioVAE(inner.cfg).to(run.device)
+    whole.load_state_dict(state)
+    return whole.eval()
+
+
 def train(argv: list[str] | None = None) -> Path:
     """Entry point (see module doc). Returns the run folder; the VAE is in RUN_DIR/export/vae."""
     args, data, cfg, run = start_stage("vae", VAEStageConfig, argv)
@@ -413,12 +425,13 @@ def train(argv: list[str] | None = None) -> Path:
         run.end_step(loss=loss, grad_norm=grad_norm, **metrics)
 
         if cfg.eval_every and run.step % cfg.eval_every == 0 and not run.done:
+            whole = whole_vae(run, vae)
             if run.is_main:
-                _log_eval(run, evaluate(run.unwrap(vae), clips, mel_loss))
+                _log_eval(run, evaluate(whole, clips, mel_loss))
             run.accelerator.wait_for_everyone()
 
+    inner = whole_vae(run, vae)
     if run.is_main:
-        inner = run.unwrap(vae)
         final = evaluate(inner, clips, mel_loss)
         _log_eval(run, final)
         scale_clips = load_clips(data.root, data.train_split, cfg.scale_seconds, mc.sample_rate, hop,

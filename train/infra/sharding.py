@@ -49,7 +49,10 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
     out = []
     for m in model.modules():
         if isinstance(m, nn.ModuleList):
-            out += [c for c in m if any(True for _ in c.parameters())]
+            # Containers (a list of lists, weight norm's parametrizations) have no forward to wrap;
+            # their own members are listed where modules() reaches them.
+            out += [c for c in m if any(True for _ in c.parameters())
+                    and not isinstance(c, (nn.ModuleList, nn.ModuleDict))]
     return out
 
 
@@ -109,7 +112,7 @@ def shard(models: Iterable[nn.Module], optimizers: Iterable[torch.optim.Optimize
         owned[id(model)] = None
         renamed.update({id(p): (model, n) for n, p in model.named_parameters()})
         model.to(device)
-        for unit in shard_units(model):
+        for unit in reversed(shard_units(model)):  # innermost first: a unit may hold nested units
             fully_shard(unit, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)
     sharded = [m for m in models if id(m) in owned]
