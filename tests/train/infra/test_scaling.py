@@ -105,22 +105,29 @@ def test_base_ddp_and_fsdp_equal_one_process_at_the_same_global_batch(setup):
     assert rc == 2
 
 
+def _train_then_resume(stage: str, argv: list[str], out: Path, steps: int) -> dict:
+    """``steps`` steps on 2 processes (both ranks must end with the same weights), then one more
+    after ``--resume latest``. Returns rank 0's weights after ``steps`` (DDP's prefix removed)."""
+    rc, err = launch(stage, argv + ["--max-steps", str(steps)], out)
+    assert rc == 0, err[-3000:]
+    r0, r1 = _rank_params(out)
+    assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
+    assert all(torch.isfinite(v).all() for v in r0.values())
+    rc, err = launch(stage, argv + ["--resume", "latest", "--max-steps", str(steps + 1)], out)
+    assert rc == 0, err[-3000:]
+    assert CheckpointManager(out / "checkpoints").complete()[-1][0] == steps + 1
+    return {k.replace("module.", ""): v for k, v in r0.items()}
+
+
 @pytest.mark.slow
 def test_presto_s_trains_under_ddp_and_fsdp_and_resumes(setup):
     root, _, s_argv = setup
     for mode in ("no", "full"):
         out = root / f"s-{mode}"
         argv = s_argv + ["--set", f"presto_s.loop.fsdp={mode}", "--set", "presto_s.loop.checkpoint_every=3"]
-        rc, err = launch("presto_s", argv + ["--max-steps", "6"], out)
-        assert rc == 0, err[-3000:]
-        r0, r1 = _rank_params(out)
-        assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
-        assert all(torch.isfinite(v).all() for v in r0.values())
+        _train_then_resume("presto_s", argv, out, 6)
         logged = [m for m in read_metrics(out) if "dmd" in m or "gen_loss" in m or "fake_loss" in m]
         assert logged  # the stage's own meters were averaged over the ranks and written
-        rc, err = launch("presto_s", argv + ["--resume", "latest", "--max-steps", "7"], out)
-        assert rc == 0, err[-3000:]
-        assert CheckpointManager(out / "checkpoints").complete()[-1][0] == 7
 
 
 @pytest.mark.slow
@@ -133,14 +140,7 @@ def test_presto_l_trains_under_fsdp_like_ddp_and_resumes(setup):
     for mode in ("no", "full"):
         out = root / f"l-{mode}"
         argv = l_argv + ["--set", f"presto_l.loop.fsdp={mode}", "--set", "presto_l.loop.checkpoint_every=2"]
-        rc, err = launch("presto_l", argv + ["--max-steps", "3"], out)
-        assert rc == 0, err[-3000:]
-        r0, r1 = _rank_params(out)
-        assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
-        finals[mode] = {k.replace("module.", ""): v for k, v in r0.items()}  # DDP's wrapper prefix
-        rc, err = launch("presto_l", argv + ["--resume", "latest", "--max-steps", "4"], out)
-        assert rc == 0, err[-3000:]
-        assert CheckpointManager(out / "checkpoints").complete()[-1][0] == 4
+        finals[mode] = _train_then_resume("presto_l", argv, out, 3)
     _close(finals["no"], finals["full"])
 
 
@@ -164,14 +164,8 @@ def test_presto_ls_layer_dropped_generator_trains_under_fsdp(setup):
         "--set", f"presto_ls.generator_model={root / 'presto_l'}", "--set", "presto_ls.loop.fsdp=full",
         "--set", "presto_ls.loop.checkpoint_every=3"]
     out = root / "ls-full"
-    rc, err = launch("presto_ls", argv + ["--max-steps", "6"], out)
-    assert rc == 0, err[-3000:]
-    r0, r1 = _rank_params(out)
-    assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
+    _train_then_resume("presto_ls", argv, out, 6)
     assert any(m.get("gen_loss") is not None or "dmd" in m for m in read_metrics(out))  # generator turns ran
-    rc, err = launch("presto_ls", argv + ["--resume", "latest", "--max-steps", "7"], out)
-    assert rc == 0, err[-3000:]
-    assert CheckpointManager(out / "checkpoints").complete()[-1][0] == 7
 
 
 @pytest.mark.slow
@@ -185,15 +179,8 @@ def test_vae_with_its_gan_trains_under_fsdp_like_ddp(setup):
     for mode in ("no", "full"):
         out = root / f"vae-{mode}"
         argv = ["--config", str(CONFIG), "--set", f"data.root={corpus}", "--set", f"vae.loop.fsdp={mode}"]
-        rc, err = launch("vae", argv + ["--max-steps", "3"], out)
-        assert rc == 0, err[-3000:]
-        r0, r1 = _rank_params(out)
-        assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
-        finals[mode] = {k.replace("module.", ""): v for k, v in r0.items()}
+        finals[mode] = _train_then_resume("vae", argv, out, 3)
         assert (out / "export" / "vae" / "model.safetensors").is_file()
-        rc, err = launch("vae", argv + ["--resume", "latest", "--max-steps", "4"], out)
-        assert rc == 0, err[-3000:]
-        assert CheckpointManager(out / "checkpoints").complete()[-1][0] == 4
     _close(finals["no"], finals["full"])
 
 
