@@ -36,7 +36,7 @@ from train.diffusion.common import latent_caches, load_dit, prepare_latent_data
 from train.diffusion.configs import FinetuneStageConfig
 from train.diffusion.distill import TurnMeter, fake_turn, generator_turn, is_generator_turn
 from train.diffusion.gan_head import FakeScoreWithHead, GanHead
-from train.diffusion.lora import add_lora, lora_factors, trainable
+from train.diffusion.lora import add_lora, copy_lora, lora_factors, trainable
 from train.diffusion.losses import masked_dsm_loss
 from train.infra.config import ConfigError
 from train.infra.run import run_main, start_stage
@@ -153,6 +153,9 @@ def train(argv: list[str] | None = None) -> Path:
             grad_norm = run.backward(loss, model_p, opt, sched)
             run.end_step(loss=loss, grad_norm=grad_norm)
         else:
+            if run.step == base_steps and cfg.transfer_factors:  # once: a later resume restores them
+                for net in (run.unwrap(gen_p).backbone, run.unwrap(psi_p).score.backbone):
+                    copy_lora(run.unwrap(model_p).backbone, net)
             gen_turn = generator_phase_step(run, cfg, batch, lat, run.unwrap(model_p), gen_p, psi_p, ph,
                                             (opt_g, sched_g), (opt_f, sched_f), meter, run.step - base_steps)
             run.end_step(generator_turn=float(gen_turn))

@@ -15,7 +15,7 @@ from presto_core.pipeline import PrestoPipeline
 from tests.factory import MICRO_DIT, make_model_folder
 from tests.fixtures import CONFIGS, make_corpus
 from train import finetune
-from train.diffusion.lora import add_lora, lora_factors
+from train.diffusion.lora import add_lora, copy_lora, lora_factors
 
 CONFIG = CONFIGS / "test.json"
 
@@ -60,11 +60,45 @@ def test_resume_gives_the_same_adapter(setup, reference):
     root, _, argv = setup
     out, run = root / "adapter2", root / "run2"
     assert finetune.main(argv + ["--out", str(out), "--run", str(run), "--max-steps", "4"]) == 0
+    # One fake-score turn into the generator phase: the generator's factors are the adapted base's,
+    # copied at its first step (finetune.transfer_factors).
+    early = load_adapter(out)
+    for m, (fa, fb) in early.factors["presto_ls"].items():
+        assert torch.equal(fa, early.factors["base"][m][0]) and torch.equal(fb, early.factors["base"][m][1])
     assert finetune.main(argv + ["--out", str(out), "--run", str(run), "--resume", "latest"]) == 0
     a, b = load_adapter(out), load_adapter(reference)
     for comp in ("base", "presto_ls"):  # stopped inside the generator phase, resumed there
         for m, (fa, fb) in a.factors[comp].items():
             assert torch.equal(fa, b.factors[comp][m][0]) and torch.equal(fb, b.factors[comp][m][1])
+
+
+def test_resume_at_the_phase_boundary_gives_the_same_adapter(setup, reference):
+    root, _, argv = setup
+    out, run = root / "adapter3", root / "run3"
+    assert finetune.main(argv + ["--out", str(out), "--run", str(run), "--max-steps", "3"]) == 0  # base phase only
+    assert sorted(load_adapter(out).factors) == ["base"]
+    assert finetune.main(argv + ["--out", str(out), "--run", str(run), "--resume", "latest"]) == 0
+    a, b = load_adapter(out), load_adapter(reference)
+    for comp in ("base", "presto_ls"):
+        for m, (fa, fb) in a.factors[comp].items():
+            assert torch.equal(fa, b.factors[comp][m][0]) and torch.equal(fb, b.factors[comp][m][1])
+
+
+def test_copy_lora_copies_every_factor_and_refuses_other_ranks():
+    cfg = DiTConfig(**MICRO_DIT)
+    src, dst, other = DiT(cfg), DiT(cfg), DiT(cfg)
+    add_lora(src, rank=2, alpha=4.0, seed=1)
+    add_lora(dst, rank=2, alpha=4.0, seed=2)
+    add_lora(other, rank=3, alpha=4.0, seed=3)
+    with torch.no_grad():
+        for n, p in src.named_parameters():
+            if "lora_B" in n:
+                p.fill_(0.25)
+    assert copy_lora(src, dst) == 4 * MICRO_DIT["depth"]
+    fs, fd = lora_factors(src), lora_factors(dst)
+    assert all(torch.equal(fs[m][0], fd[m][0]) and torch.equal(fs[m][1], fd[m][1]) for m in fs)
+    with pytest.raises(ValueError, match="differ"):
+        copy_lora(src, other)
 
 
 def test_bad_model_or_missing_data_is_one_error(setup, tmp_path, capsys):

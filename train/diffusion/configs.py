@@ -181,6 +181,10 @@ class FinetuneStageConfig(DSMStageConfig):
     base_steps: int = 0  # 0: every step adapts the base (no generator phase)
     generator: str = "presto_ls"  # the distilled component adapted after the base (if the model has it)
     distill_lr: float = 1e-4  # lr of the generator's and the fake score's factors (and the GAN head)
+    # The generator phase starts the generator's and the fake score's factors from the adapted
+    # base's: a distilled generator's weights are close to its base's, so the base's low-rank update
+    # already moves most of its style, and distribution matching refines it from there.
+    transfer_factors: bool = True
     distill: PrestoSStageConfig = field(default_factory=_finetune_distill_default)
 
     def __post_init__(self):

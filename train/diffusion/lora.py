@@ -45,6 +45,28 @@ def lora_factors(dit: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]
     return out
 
 
+@torch.no_grad()
+def copy_lora(src: nn.Module, dst: nn.Module) -> int:
+    """Set the LoRA factors of ``dst`` to those of ``src`` (modules matched by name; both from
+    :func:`add_lora` with the same rank). Returns how many layers were copied; ValueError if a
+    layer of ``src`` has no match in ``dst`` or the ranks differ."""
+    theirs = {n: m for n, m in dst.named_modules() if isinstance(m, LoraLayer) and ADAPTER in m.lora_A}
+    copied = 0
+    for name, m in src.named_modules():
+        if not (isinstance(m, LoraLayer) and ADAPTER in m.lora_A):
+            continue
+        if name not in theirs:
+            raise ValueError(f"LoRA layer {name} has no counterpart to copy into")
+        d = theirs[name]
+        for mine, other in ((m.lora_A[ADAPTER].weight, d.lora_A[ADAPTER].weight),
+                            (m.lora_B[ADAPTER].weight, d.lora_B[ADAPTER].weight)):
+            if mine.shape != other.shape:
+                raise ValueError(f"LoRA layer {name}: factors {tuple(mine.shape)} and {tuple(other.shape)} differ")
+            other.copy_(mine)
+        copied += 1
+    return copied
+
+
 def trainable(module: nn.Module) -> list[nn.Parameter]:
     """The parameters that get gradients (the LoRA factors after :func:`add_lora`)."""
     return [p for p in module.parameters() if p.requires_grad]
