@@ -13,7 +13,8 @@ file. All audio is embedded with the model folder's CLAP. Per row:
 
 - FAD: Frechet distance between the generated and the real embeddings of that set (lower is
   closer to that set's sound);
-- CLAP score: mean cosine of each clip with its prompt, x100;
+- CLAP score: mean cosine of each clip with its prompt, x100 (also of the set's real crops with
+  their own captions: what this CLAP gives the real thing);
 - theirs: share of generated clips whose nearest real crop (cosine, over both sets pooled) is one
   of the person's, i.e. how often a clip sounds more like their music than the corpus;
 - tempo: share within 4 % of the requested BPM (strict) and allowing double/half time.
@@ -46,16 +47,18 @@ from train.evaluation.clips import embed_audio, embed_text, generate_set, heldou
 from train.evaluation.tempo import measure_tempo, strict_match, tempo_match
 
 
-def real_crops(items: list[dict], sr: int, seconds: float, per_file: int = 3) -> list[np.ndarray]:
-    """Up to ``per_file`` consecutive crops of ``seconds`` per held-out file, loudness-normalised."""
-    out = []
+def real_crops(items: list[dict], sr: int, seconds: float, per_file: int = 3) -> tuple[list[np.ndarray], list[str]]:
+    """Up to ``per_file`` consecutive crops of ``seconds`` per held-out file, loudness-normalised,
+    and each crop's caption (its file's prompt)."""
+    out, captions = [], []
     for it in items:
         total = sf.info(it["path"]).duration
         for k in range(per_file):
             if (k + 1) * seconds > total + 1e-6:
                 break
             out.append(rms_normalize(load_mono(it["path"], sr, k * seconds, seconds)))
-    return out
+            captions.append(it["prompt"])
+    return out, captions
 
 
 def measure_set(scorer, sr: int, clips: list[np.ndarray], prompts: list[str], bpms: list[float],
@@ -97,7 +100,11 @@ def build_report(a) -> dict:
     variant = a.variant or plain.default_variant
     scorer, sr = plain.clap, plain.sample_rate
     sets = {"theirs": heldout_records(a.data), "corpus": heldout_records(a.corpus)}
-    real = {k: embed_audio(scorer, real_crops(v, sr, a.duration), sr) for k, v in sets.items()}
+    crops = {k: real_crops(v, sr, a.duration) for k, v in sets.items()}
+    real = {k: embed_audio(scorer, c, sr) for k, (c, _) in crops.items()}
+    # What the CLAP makes of each set's own audio and captions: the ceiling a CLAP score can be read
+    # against (a CLAP that never heard a style scores even the real thing low).
+    real_clap = {k: 100 * metrics.clap_score(embed_text(scorer, caps), real[k]) for k, (_, caps) in crops.items()}
     pooled = (np.concatenate([real["theirs"], real["corpus"]]),
               np.r_[np.ones(len(real["theirs"]), bool), np.zeros(len(real["corpus"]), bool)])
     rows = {}
@@ -110,7 +117,7 @@ def build_report(a) -> dict:
     meta = json.loads((Path(path) / "adapter.json").read_text())
     return {"rows": rows, "latency_s": lat, "variant": variant, "adapter": str(path), "weight": weight,
             "adapter_bytes": sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file()),
-            "training": meta.get("training", {}), "real_crops": {k: len(v) for k, v in real.items()},
+            "training": meta.get("training", {}), "real_clap_score": real_clap, "real_crops": {k: len(v) for k, v in real.items()},
             "num": a.num, "duration": a.duration, "seed": a.seed, "model": str(a.model),
             "date": dt.date.today().isoformat(), "command": " ".join(["python -m train.adapter_report"] + sys.argv[1:])}
 
@@ -126,6 +133,8 @@ def markdown(rep: dict) -> str:
         s, m = key.split("/")
         lines.append(f"| {s} | {m} | {r['fad']:.3f} | {r['clap_score']:.1f} | {100 * r['theirs']:.0f}% | "
                      f"{100 * r['tempo_strict']:.0f}% | {100 * r['tempo_octave_ok']:.0f}% |")
+        if m == "adapted" and s in rep.get("real_clap_score", {}):
+            lines.append(f"| {s} | real held-out audio | | {rep['real_clap_score'][s]:.1f} | | | |")
     t, c = rep["rows"], rep["latency_s"]
     lines += ["", f"FAD on their audio, adapted / plain: {t['theirs/adapted']['fad'] / t['theirs/plain']['fad']:.2f}x; "
               f"on the corpus: {t['corpus/adapted']['fad'] / t['corpus/plain']['fad']:.2f}x.",

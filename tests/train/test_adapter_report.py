@@ -34,6 +34,8 @@ def test_report_rows_and_outputs(tmp_path, capsys):
     for r in rep["rows"].values():
         assert r["fad"] >= 0 and 0 <= r["theirs"] <= 1 and 0 <= r["tempo_strict"] <= r["tempo_octave_ok"] <= 1
     assert rep["weight"] == 0.5 and set(rep["latency_s"]) == {"plain", "adapted"}
-    assert "| theirs | adapted |" in md.read_text()
+    assert set(rep["real_clap_score"]) == {"theirs", "corpus"}
+    assert all(-100 <= v <= 100 for v in rep["real_clap_score"].values())
+    assert "| theirs | adapted |" in md.read_text() and "| corpus | real held-out audio |" in md.read_text()
     assert adapter_report.main(argv[:-4] + ["--num", "1"]) == 2
     assert "--num >= 2" in capsys.readouterr().err
