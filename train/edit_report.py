@@ -11,9 +11,11 @@ For each of ``--num`` held-out prompts of CORPUS (first caption, labelled BPM, 4
    of the same piece (train/evaluation/seams.py), beat-phase drift per 20 s at the asked BPM
    (beside it the same measure over one window-long clip, in quarters: the model's own wander
    with no join), and the CLAP score of each window's new audio (first, last, lowest).
-2. **Replace bars**: bars 5..6 of the extended piece from the same prompt; seam score at the two
-   boundaries against the piece's other bar lines, and whether every sample outside the bars
-   and their fades is unchanged.
+2. **Replace bars**: bars 5..6 of the extended piece from the same prompt, and two bars in its
+   middle; seam score at the two boundaries of each against the piece's other bar lines, and
+   whether every sample outside the bars and their fades is unchanged. Bar 5 starts where the
+   4-bar seed clip was extended (an extension join), so the unedited piece is also measured at
+   those boundaries: what the edit found there; the middle bars are away from any seed join.
 3. **Loops**: an 8-bar clip (fewer if 8 do not fit the window) made to loop
    (``pipe.make_loop``), played twice: the seam score at the loop point against the bar lines
    inside; beside it the same clip cut and crossfaded (presto_core.music.loop_on_bars, 10 ms)
@@ -89,20 +91,28 @@ def extend_row(pipe, item: dict, seed: int, total: float, variant: str, strength
 
 
 def inpaint_row(pipe, item: dict, src: np.ndarray, seed: int, variant: str, strength, ramp_ms=None) -> dict:
+    """Replace bars 5..6 of the extended piece ``src`` (where the seed clip's extension join is) and
+    two bars in its middle (away from it), from the same prompt; seams at both boundaries of each,
+    the unedited piece at bars 5..6's boundaries (what was there before), and whether every sample
+    outside the bars and their fades is unchanged."""
     bpm = clamp_bpm(item["bpm"])
     bar_s = bar_seconds(bpm, TS)
     sr = pipe.sample_rate
-    res = pipe.inpaint(src, sr, bars=(5, 6), prompt=item["prompt"], bpm=bpm, seed=seed + 2000, variant=variant,
-                       strength=strength, ramp_ms=ramp_ms)
-    out = res.clips[0].audio
-    fade = int(round(res.settings["crossfade_ms"] * sr / 1000))
-    lo, hi = int(round(4 * bar_s * sr)), int(round(6 * bar_s * sr))
-    outside = np.ones(src.shape[-1], dtype=bool)
-    outside[lo - fade:hi + fade] = False
-    unchanged = bool(np.array_equal(out[..., outside], src[..., outside]))
     n_bars = int(np.floor((src.shape[-1] + 0.5) / (bar_s * sr) + 1e-9))
-    seams = seam_jumps(_mono(out), sr, [4 * bar_s, 6 * bar_s], _bar_lines(n_bars, bar_s))
-    return {"unchanged_outside": unchanged, "inpaint": seams}
+    mid = n_bars // 2 + 1
+    out_row, unchanged = {}, True
+    for key, (a, b) in (("inpaint", (5, 6)), ("inpaint_mid", (mid, mid + 1))):
+        res = pipe.inpaint(src, sr, bars=(a, b), prompt=item["prompt"], bpm=bpm, seed=seed + 2000, variant=variant,
+                           strength=strength, ramp_ms=ramp_ms)
+        out = res.clips[0].audio
+        fade = int(round(res.settings["crossfade_ms"] * sr / 1000))
+        lo, hi = int(round((a - 1) * bar_s * sr)), int(round(b * bar_s * sr))
+        outside = np.ones(src.shape[-1], dtype=bool)
+        outside[lo - fade:hi + fade] = False
+        unchanged &= bool(np.array_equal(out[..., outside], src[..., outside]))
+        out_row[key] = seam_jumps(_mono(out), sr, [(a - 1) * bar_s, b * bar_s], _bar_lines(n_bars, bar_s))
+    out_row["inpaint_before"] = seam_jumps(_mono(src), sr, [4 * bar_s, 6 * bar_s], _bar_lines(n_bars, bar_s))
+    return {"unchanged_outside": unchanged, **out_row}
 
 
 def loop_row(pipe, item: dict, seed: int, variant: str, strength, ramp_ms=None) -> dict:
@@ -202,7 +212,10 @@ def render_markdown(rep: dict) -> str:
              "over prompts; 'share over bar p90': the seams whose flux exceeds 90 % of the bar lines' (0.1 = "
              "like bar lines).", ""]
     summary = []
-    for name, key in (("extend: window joins", "extend"), ("replace bars 5..6: both boundaries", "inpaint"),
+    for name, key in (("extend: window joins", "extend"),
+                      ("replace bars 5..6 (on the seed clip's join): both boundaries", "inpaint"),
+                      ("the same boundaries before the edit", "inpaint_before"),
+                      ("replace 2 bars in the middle of the piece: both boundaries", "inpaint_mid"),
                       ("loop, made to loop: loop point", "loop_made"),
                       ("loop, cut and crossfaded (10 ms): loop point", "loop_cut"),
                       ("loop, the plain clip repeated: loop point", "loop_plain")):

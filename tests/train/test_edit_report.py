@@ -23,7 +23,7 @@ def test_edit_report_end_to_end(tmp_path, capsys):
     assert rc == 0
     md = (out / "r.md").read_text()
     assert md in capsys.readouterr().out
-    for header in ("## Seams", "extend: window joins", "replace bars 5..6", "made to loop", "cut and crossfaded",
+    for header in ("## Seams", "extend: window joins", "replace bars 5..6", "before the edit", "in the middle of the piece", "made to loop", "cut and crossfaded",
                    "## Long pieces", "One window, no joins", "## Wall time by length", "Peak RSS"):
         assert header in md
     rep = json.loads((out / "r.json").read_text())
