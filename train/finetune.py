@@ -6,7 +6,10 @@ EDM denoising score matching on the latents of an ingested dataset (python -m tr
         [--set finetune.rank=16] [--set finetune.loop.lr=5e-4] [--cpu]
 
 DATA's audio is encoded once with the model folder's own VAE (cached in RUN_DIR); the base DiT is
-frozen and only rank-r factors in its block projections learn (train/diffusion/lora.py, peft). The
+frozen and only rank-r factors in its block projections learn (train/diffusion/lora.py, peft). With
+``finetune.base_steps`` and a distilled generator in the model, the later steps adapt the generator
+by distribution matching against the adapted base, its factors (and the fake score's) starting from
+the base's (``finetune.transfer_factors``). The
 run folder (default runs/finetune/<ADAPTER name>) holds checkpoints, logs and the lock like every
 stage, so ``--resume latest`` continues exactly and SIGTERM stops cleanly (exit 4). At the end the
 factors are written to ADAPTER as an adapter folder (presto_core/adapters.py) recording the hash of
