@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Re-distillation of the default's variants from base v2 (issue "Fidelity of the embedded default"),
+# one resumable step per call, from the repository root:
+#   bash train/recipes/redistill.sh corpus            # corpus v2 (seeded; skipped when present)
+#   bash train/recipes/redistill.sh presto-ls         # Presto-LS, generator warm-started from the shipped one
+#   bash train/recipes/redistill.sh presto-s          # Presto-S from scratch: generator = base v2
+#   bash train/recipes/redistill.sh snapshot presto-ls|presto-s STEP OUT   # a live run's checkpoint -> model folder OUT
+#   bash train/recipes/redistill.sh report MODEL...   # train.report --variant $VARIANT (presto-ls) on 22 held-out prompts
+# Trainings resume with the same call (--resume latest) and stop cleanly on SIGTERM (exit 4).
+# THREADS (default 1) sets OMP_NUM_THREADS, so two trainings can share a 2-core machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+py=${PYTHON:-.venv/bin/python}
+export OMP_NUM_THREADS=${THREADS:-1}
+A=assets/presto-default
+# The teacher: the fp32 export of base v2 step 10500 when the run folder survives, else the shipped
+# base (the same checkpoint, int8 weights dequantized at load).
+T=runs/tiny/model-base-v2-fp32-ship/base
+[ -d "$T" ] || T=$A/base
+common=(--config train/configs/tiny.json --resume latest --set data.root=data/corpus-v2)
+
+distill() {  # distill STAGE OUT GENERATOR LR [more args]
+  local s=$1 out=$2 gen=$3 lr=$4
+  shift 4
+  "$py" -m "train.${s}" "${common[@]}" --out "$out" \
+    --set "$s.generator_model=$gen" --set "$s.base_model=$T" --set "$s.vae=$A/vae" --set "$s.clap=$A/clap" \
+    --set "$s.latent_cache=runs/tiny/cache-v2" --set "$s.guidance=2.0" --set "$s.fake_warmup_steps=200" \
+    --set "$s.loop.lr=$lr" --set "$s.loop.batch_size=4" --set "$s.loop.max_steps=16000" \
+    --set "$s.loop.checkpoint_every=250" "$@"
+}
+
+run_of() {  # the run folder, generator and lr of a variant
+  case $1 in
+    presto-ls) echo "presto_ls runs/tiny/presto_ls-v3 $A/presto_ls 2e-5" ;;
+    presto-s) echo "presto_s runs/tiny/presto_s-v3-fresh $T 4e-5" ;;
+    *) echo "unknown variant $1 (presto-ls or presto-s)" >&2; exit 2 ;;
+  esac
+}
+
+case "${1:-}" in
+  corpus)
+    [ -f data/corpus-v2/corpus.json ] || exec "$py" -m train.data.build_corpus --out data/corpus-v2 --hours 4 \
+      --seed 0 --version 2 --jobs 2 ;;
+  presto-ls | presto-s)
+    read -r stage run gen lr <<< "$(run_of "$1")"
+    distill "$stage" "$run" "$gen" "$lr" ;;
+  snapshot)
+    # A live run's folder is locked: copy one checkpoint aside, export it by resuming there with
+    # --max-steps at its step, and assemble a copy of the default with that variant replaced.
+    variant=$2 step=$3 out=$4
+    read -r stage run gen lr <<< "$(run_of "$variant")"
+    snap="$run-snap-$step" ckpt=$(printf 'step-%08d' "$step")
+    rm -rf "$snap" && mkdir -p "$snap/checkpoints"
+    cp "$run/config.json" "$run/metrics.jsonl" "$snap/"
+    cp -r "$run/checkpoints/$ckpt" "$snap/checkpoints/"
+    printf '%s' "$ckpt" > "$snap/checkpoints/latest"
+    distill "$stage" "$snap" "$gen" "$lr" --max-steps "$step"
+    others=$(printf '%s\n' presto-l presto-s presto-ls ase | grep -vx "$variant" | paste -sd,)
+    exec "$py" -m train.export --config train/configs/tiny.json --out "$out" --base "$A/base" --vae "$A/vae" \
+      --clap "$A/clap" --m2s "$A/m2s" --int8 --add-variants "$A:$others" "$snap/model:$variant" \
+      --default-variant presto-ls --set data.root=data/corpus-v2 ;;
+  report)
+    shift
+    mkdir -p runs/eval
+    for m in "$@"; do
+      n=$(basename "$m")
+      "$py" -m train.report --model "$m" --corpus data/corpus-v2 --variant "${VARIANT:-presto-ls}" --num 22 \
+        --duration 10 --markdown "runs/eval/ls-$n.md" --json "runs/eval/ls-$n.json" --device cpu
+    done ;;
+  *) sed -n '2,10p' "$0"; exit 2 ;;
+esac
