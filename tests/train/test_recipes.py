@@ -1,0 +1,41 @@
+"""train/recipes/redistill.sh: each training call is a stage command whose --set keys and values
+load into that stage's config (with PYTHON=echo the script prints the command instead of running it)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from train.diffusion.configs import PrestoLSStageConfig, PrestoSStageConfig
+from train.infra.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "train" / "recipes" / "redistill.sh"
+
+
+def _command(*args: str) -> list[str]:
+    out = subprocess.run(["bash", str(RECIPE), *args], env={**os.environ, "PYTHON": "echo"}, cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return shlex.split(out)
+
+
+@pytest.mark.parametrize("call,stage,cls", [("presto-ls", "presto_ls", PrestoLSStageConfig),
+                                            ("presto-s", "presto_s", PrestoSStageConfig)])
+def test_training_calls_load_into_their_stage_config(call, stage, cls):
+    argv = _command(call)
+    assert argv[:2] == ["-m", f"train.{stage}"] and "--resume" in argv and "--out" in argv
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    assert all(s.split("=", 1)[0].split(".")[0] in (stage, "data") for s in sets)
+    data, cfg, _ = load_config(ROOT / argv[argv.index("--config") + 1], stage, cls, sets)
+    assert str(data.root) == "data/corpus-v2" and len(sets) >= 12
+    assert cfg.guidance == 2.0 and cfg.loop.batch_size == 4 and cfg.loop.checkpoint_every == 250
+    assert cfg.base_model.endswith("/base") and cfg.fake_warmup_steps == 200
+
+
+def test_unknown_call_prints_usage_and_exits_2():
+    r = subprocess.run(["bash", str(RECIPE), "nonsense"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "redistill.sh presto-ls" in r.stdout
