@@ -20,6 +20,12 @@ from train.diffusion.lora import add_lora, copy_lora, lora_factors
 CONFIG = CONFIGS / "test.json"
 
 
+def assert_same_factors(a: dict, b: dict):
+    """Every factor of ``a`` ({module: (A, B)}) equals ``b``'s exactly."""
+    for m, (fa, fb) in a.items():
+        assert torch.equal(fa, b[m][0]) and torch.equal(fb, b[m][1])
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("finetune")
@@ -62,14 +68,12 @@ def test_resume_gives_the_same_adapter(setup, reference):
     assert finetune.main(argv + ["--out", str(out), "--run", str(run), "--max-steps", "4"]) == 0
     # One fake-score turn into the generator phase: the generator's factors are the adapted base's,
     # copied at its first step (finetune.transfer_factors).
-    early = load_adapter(out)
-    for m, (fa, fb) in early.factors["presto_ls"].items():
-        assert torch.equal(fa, early.factors["base"][m][0]) and torch.equal(fb, early.factors["base"][m][1])
+    early = load_adapter(out).factors
+    assert_same_factors(early["presto_ls"], early["base"])
     assert finetune.main(argv + ["--out", str(out), "--run", str(run), "--resume", "latest"]) == 0
     a, b = load_adapter(out), load_adapter(reference)
     for comp in ("base", "presto_ls"):  # stopped inside the generator phase, resumed there
-        for m, (fa, fb) in a.factors[comp].items():
-            assert torch.equal(fa, b.factors[comp][m][0]) and torch.equal(fb, b.factors[comp][m][1])
+        assert_same_factors(a.factors[comp], b.factors[comp])
 
 
 def test_resume_at_the_phase_boundary_gives_the_same_adapter(setup, reference):
@@ -80,8 +84,7 @@ def test_resume_at_the_phase_boundary_gives_the_same_adapter(setup, reference):
     assert finetune.main(argv + ["--out", str(out), "--run", str(run), "--resume", "latest"]) == 0
     a, b = load_adapter(out), load_adapter(reference)
     for comp in ("base", "presto_ls"):
-        for m, (fa, fb) in a.factors[comp].items():
-            assert torch.equal(fa, b.factors[comp][m][0]) and torch.equal(fb, b.factors[comp][m][1])
+        assert_same_factors(a.factors[comp], b.factors[comp])
 
 
 def test_copy_lora_copies_every_factor_and_refuses_other_ranks():
@@ -95,8 +98,7 @@ def test_copy_lora_copies_every_factor_and_refuses_other_ranks():
             if "lora_B" in n:
                 p.fill_(0.25)
     assert copy_lora(src, dst) == 4 * MICRO_DIT["depth"]
-    fs, fd = lora_factors(src), lora_factors(dst)
-    assert all(torch.equal(fs[m][0], fd[m][0]) and torch.equal(fs[m][1], fd[m][1]) for m in fs)
+    assert_same_factors(lora_factors(src), lora_factors(dst))
     with pytest.raises(ValueError, match="differ"):
         copy_lora(src, other)
 

@@ -39,3 +39,5 @@ def test_training_calls_load_into_their_stage_config(call, stage, cls):
 def test_unknown_call_prints_usage_and_exits_2():
     r = subprocess.run(["bash", str(RECIPE), "nonsense"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "redistill.sh presto-ls" in r.stdout
+    r = subprocess.run(["bash", str(RECIPE), "snapshot", "nonsense", "5", "out"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown variant nonsense" in r.stderr

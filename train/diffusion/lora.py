@@ -35,14 +35,15 @@ def add_lora(dit: nn.Module, rank: int, alpha: float, targets=DEFAULT_TARGETS, s
     return names
 
 
+def _lora_layers(module: nn.Module):
+    """(name, layer) of every layer of ``module`` that carries this project's LoRA factors."""
+    return ((n, m) for n, m in module.named_modules() if isinstance(m, LoraLayer) and ADAPTER in m.lora_A)
+
+
 def lora_factors(dit: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{module name: (A (r, in), B (out, r))} of every LoRA layer of ``dit`` (detached fp32 copies)."""
-    out = {}
-    for name, m in dit.named_modules():
-        if isinstance(m, LoraLayer) and ADAPTER in m.lora_A:
-            out[name] = (m.lora_A[ADAPTER].weight.detach().float().cpu().clone(),
-                         m.lora_B[ADAPTER].weight.detach().float().cpu().clone())
-    return out
+    return {name: (m.lora_A[ADAPTER].weight.detach().float().cpu().clone(),
+                   m.lora_B[ADAPTER].weight.detach().float().cpu().clone()) for name, m in _lora_layers(dit)}
 
 
 @torch.no_grad()
@@ -50,11 +51,9 @@ def copy_lora(src: nn.Module, dst: nn.Module) -> int:
     """Set the LoRA factors of ``dst`` to those of ``src`` (modules matched by name; both from
     :func:`add_lora` with the same rank). Returns how many layers were copied; ValueError if a
     layer of ``src`` has no match in ``dst`` or the ranks differ."""
-    theirs = {n: m for n, m in dst.named_modules() if isinstance(m, LoraLayer) and ADAPTER in m.lora_A}
+    theirs = dict(_lora_layers(dst))
     copied = 0
-    for name, m in src.named_modules():
-        if not (isinstance(m, LoraLayer) and ADAPTER in m.lora_A):
-            continue
+    for name, m in _lora_layers(src):
         if name not in theirs:
             raise ValueError(f"LoRA layer {name} has no counterpart to copy into")
         d = theirs[name]

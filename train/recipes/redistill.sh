@@ -42,13 +42,16 @@ case "${1:-}" in
     [ -f data/corpus-v2/corpus.json ] || exec "$py" -m train.data.build_corpus --out data/corpus-v2 --hours 4 \
       --seed 0 --version 2 --jobs 2 ;;
   presto-ls | presto-s)
-    read -r stage run gen lr <<< "$(run_of "$1")"
+    spec=$(run_of "$1")
+    read -r stage run gen lr <<< "$spec"
     distill "$stage" "$run" "$gen" "$lr" ;;
   snapshot)
     # A live run's folder is locked: copy one checkpoint aside, export it by resuming there with
     # --max-steps at its step, and assemble a copy of the default with that variant replaced.
-    variant=$2 step=$3 out=$4
-    read -r stage run gen lr <<< "$(run_of "$variant")"
+    variant=${2:-} step=${3:-} out=${4:-}
+    [ -n "$out" ] || { echo "usage: redistill.sh snapshot presto-ls|presto-s STEP OUT" >&2; exit 2; }
+    spec=$(run_of "$variant")  # an assignment, so set -e stops on an unknown variant
+    read -r stage run gen lr <<< "$spec"
     snap="$run-snap-$step" ckpt=$(printf 'step-%08d' "$step")
     rm -rf "$snap" && mkdir -p "$snap/checkpoints"
     cp "$run/config.json" "$run/metrics.jsonl" "$snap/"
