@@ -100,8 +100,9 @@ def inpaint_row(pipe, item: dict, src: np.ndarray, seed: int, variant: str, stre
     sr = pipe.sample_rate
     n_bars = int(np.floor((src.shape[-1] + 0.5) / (bar_s * sr) + 1e-9))
     mid = n_bars // 2 + 1
+    spans = {"inpaint": (5, 6), "inpaint_mid": (mid, mid + 1)}
     out_row, unchanged = {}, True
-    for key, (a, b) in (("inpaint", (5, 6)), ("inpaint_mid", (mid, mid + 1))):
+    for key, (a, b) in spans.items():
         res = pipe.inpaint(src, sr, bars=(a, b), prompt=item["prompt"], bpm=bpm, seed=seed + 2000, variant=variant,
                            strength=strength, ramp_ms=ramp_ms)
         out = res.clips[0].audio
@@ -111,7 +112,8 @@ def inpaint_row(pipe, item: dict, src: np.ndarray, seed: int, variant: str, stre
         outside[lo - fade:hi + fade] = False
         unchanged &= bool(np.array_equal(out[..., outside], src[..., outside]))
         out_row[key] = seam_jumps(_mono(out), sr, [(a - 1) * bar_s, b * bar_s], _bar_lines(n_bars, bar_s))
-    out_row["inpaint_before"] = seam_jumps(_mono(src), sr, [4 * bar_s, 6 * bar_s], _bar_lines(n_bars, bar_s))
+    a, b = spans["inpaint"]
+    out_row["inpaint_before"] = seam_jumps(_mono(src), sr, [(a - 1) * bar_s, b * bar_s], _bar_lines(n_bars, bar_s))
     return {"unchanged_outside": unchanged, **out_row}
 
 
