@@ -576,6 +576,7 @@ class Run:
         if self.fsdp != "no":  # the export runs on the main process only: gather the averages first
             for e, _ in self._emas.values():
                 e.shadow = e.full_shadow()
+        self.accelerator.wait_for_everyone()  # no process tears its group down while another still uses it
         self.accelerator.end_training()
         if export is not None and self.is_main:
             self.print(f"exported {export()}")
@@ -623,13 +624,25 @@ _EXITS = ((NonFiniteError, "error: ", EXIT_NONFINITE), (ConfigError, "config err
 def run_main(fn, argv=None) -> int:
     """Call a stage's ``train(argv)``; map the NaN guard, stops, and config, data, checkpoint and
     disk errors to one line on stderr and an exit status."""
+    code = 0
     try:
         fn(argv)
     except tuple(cls for cls, _, _ in _EXITS) as e:
         prefix, code = next((p, c) for cls, p, c in _EXITS if isinstance(e, cls))
         print(f"{prefix}{e}", file=sys.stderr)
-        return code
-    return 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _exit_worker(code)
+    return code
+
+
+def _exit_worker(code: int) -> None:
+    """End one process of a multi-process launch without the interpreter's finalization. Gloo's C++
+    threads can abort it after all work is done ("terminate called without an active exception",
+    SIGABRT; seen once in CI on the DDP test, and described in pytorch PR 179291), which turns a
+    finished run into a failed launch. Every file the run writes is closed and synced by now."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def start_stage(stage: str, cfg_cls, argv: list[str] | None = None, *, extra=None,
