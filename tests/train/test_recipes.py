@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from train.diffusion.configs import PrestoLSStageConfig, PrestoSStageConfig
+from train.diffusion.configs import PrestoLSStageConfig, PrestoLStageConfig, PrestoSStageConfig
 from train.infra.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +34,24 @@ def test_training_calls_load_into_their_stage_config(call, stage, cls):
     assert str(data.root) == "data/corpus-v2" and len(sets) >= 12
     assert cfg.guidance == 2.0 and cfg.loop.batch_size == 4 and cfg.loop.checkpoint_every == 250
     assert cfg.base_model.endswith("/base") and cfg.fake_warmup_steps == 200
+
+
+@pytest.mark.parametrize("call,method", [("presto-l", "presto_l"), ("ase", "ase")])
+def test_score_matching_calls_load_into_the_presto_l_config(call, method):
+    argv = _command(call)
+    assert argv[:2] == ["-m", "train.presto_l"] and "--resume" in argv
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    data, cfg, _ = load_config(ROOT / argv[argv.index("--config") + 1], "presto_l", PrestoLStageConfig, sets)
+    assert str(data.root) == "data/corpus-v2" and cfg.method == method and cfg.base_model.endswith("/base")
+    assert cfg.latent_cache == "runs/tiny/cache-v2" and cfg.loop.max_steps == 1000
+
+
+def test_presto_ls_starts_from_the_redistilled_presto_l():
+    argv = _command("presto-ls")
+    sets = dict(s.split("=", 1) for s in (argv[i + 1] for i, a in enumerate(argv) if a == "--set"))
+    assert sets["presto_ls.generator_model"] == "runs/tiny/presto_l-v3/export/presto_l"
+    dsm = _command("presto-l")
+    assert dsm[dsm.index("--out") + 1] == "runs/tiny/presto_l-v3"
 
 
 def test_unknown_call_prints_usage_and_exits_2():
