@@ -112,7 +112,7 @@ class PrestoPipeline:
         self.source = source
         self.component_sha256 = dict(component_sha256 or {})  # component -> weights hash (adapters check it)
         self.adapters: list[tuple[Adapter, float]] = []
-        self._plain: dict[str, dict] = {}  # variant -> adapted Linear name -> its plain weight
+        self._plain: dict[str, dict] = {}  # variant (or " clap") -> adapted Linear name -> its plain weight
 
     # -----------------------------------------------------------------------------------------
     # Loading
@@ -172,8 +172,8 @@ class PrestoPipeline:
     def set_adapters(self, adapters: list) -> None:
         """Serve with these adapters from now on: ``adapters`` is a list of (adapter folder or
         loaded :class:`~presto_core.adapters.Adapter`, weight in [0, 2]); [] serves the plain model.
-        Each adapter's updates are merged into the weights of the variants whose component it adapts,
-        on top of the plain weights (kept aside the first time), so weights can change per request and
+        Each adapter's updates are merged into the weights of the variants whose component it adapts
+        (and into the CLAP's for a "clap" component: the judge of CLAP rejection), on top of the plain weights (kept aside the first time), so weights can change per request and
         generation costs what it does without adapters. All adapters are checked (hashes of the
         components they were trained on, shapes) before any weight changes."""
         loaded = []
@@ -187,16 +187,22 @@ class PrestoPipeline:
             loaded.append((adapter, check_weight(weight, adapter.path)))
         merged = []
         try:
-            for name, (spec, precond) in self.variants.items():
-                plain = self._plain.setdefault(name, {})
-                merge_into(precond.backbone, spec.component, loaded, plain)
-                merged.append(name)
+            for key, module, comp in self._adapter_targets():
+                merge_into(module, comp, loaded, self._plain.setdefault(key, {}))
+                merged.append((key, module, comp))
         except PrestoError:
-            for name in merged:  # a layer that does not fit: leave every variant as it was
-                merge_into(self.variants[name][1].backbone, self.variants[name][0].component, self.adapters,
-                           self._plain[name])
+            for key, module, comp in merged:  # a layer that does not fit: leave every module as it was
+                merge_into(module, comp, self.adapters, self._plain[key])
             raise
         self.adapters = loaded
+
+    def _adapter_targets(self) -> list[tuple[str, torch.nn.Module, str]]:
+        """(key of its plain weights, module, component name) of everything an adapter can change:
+        each variant's backbone, and the CLAP (an adapter may teach it the person's captions)."""
+        out = [(name, precond.backbone, spec.component) for name, (spec, precond) in self.variants.items()]
+        if self.clap is not None:
+            out.append((" clap", self.clap.model, "clap"))  # a key no variant name can take
+        return out
 
     def adapter_settings(self) -> dict:
         """{"adapters": [{name, path, weight, sha256}, ...]} of the adapters being served ({} for none),

@@ -35,30 +35,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from presto_core.adapters import parse_adapter_arg
 from presto_core.errors import PrestoError
 from presto_core.pipeline import PrestoPipeline
 from train.data.augment import rms_normalize
-from train.data.dataset import load_mono
 from train.evaluation import metrics
-from train.evaluation.clips import embed_audio, embed_text, generate_set, heldout_records
+from train.evaluation.clips import embed_audio, embed_text, generate_set, heldout_records, real_crops
 from train.evaluation.tempo import measure_tempo, strict_match, tempo_match
-
-
-def real_crops(items: list[dict], sr: int, seconds: float, per_file: int = 3) -> tuple[list[np.ndarray], list[str]]:
-    """Up to ``per_file`` consecutive crops of ``seconds`` per held-out file, loudness-normalised,
-    and each crop's caption (its file's prompt)."""
-    out, captions = [], []
-    for it in items:
-        total = sf.info(it["path"]).duration
-        for k in range(per_file):
-            if (k + 1) * seconds > total + 1e-6:
-                break
-            out.append(rms_normalize(load_mono(it["path"], sr, k * seconds, seconds)))
-            captions.append(it["prompt"])
-    return out, captions
 
 
 def measure_set(scorer, sr: int, clips: list[np.ndarray], prompts: list[str], bpms: list[float],

@@ -9,7 +9,9 @@ DATA's audio is encoded once with the model folder's own VAE (cached in RUN_DIR)
 frozen and only rank-r factors in its block projections learn (train/diffusion/lora.py, peft). With
 ``finetune.base_steps`` and a distilled generator in the model, the later steps adapt the generator
 by distribution matching against the adapted base, its factors (and the fake score's) starting from
-the base's (``finetune.transfer_factors``). The
+the base's (``finetune.transfer_factors``). At the end, LoRA factors on the model's CLAP text tower
+learn what their captions sound like (``finetune.clap_captions``), so the report and CLAP
+rejection judge their style with a CLAP that knows it. The
 run folder (default runs/finetune/<ADAPTER name>) holds checkpoints, logs and the lock like every
 stage, so ``--resume latest`` continues exactly and SIGTERM stops cleanly (exit 4). At the end the
 factors are written to ADAPTER as an adapter folder (presto_core/adapters.py) recording the hash of
@@ -35,6 +37,7 @@ from presto_core.budget import DropSchedule
 from presto_core.edm import Precond
 from presto_core.errors import PrestoError
 from train.data.dataset import collate
+from train.diffusion.clap_captions import adapt_clap
 from train.diffusion.common import latent_caches, load_dit, prepare_latent_data
 from train.diffusion.configs import FinetuneStageConfig
 from train.diffusion.distill import TurnMeter, fake_turn, generator_turn, is_generator_turn
@@ -177,6 +180,12 @@ def train(argv: list[str] | None = None) -> Path:
         if two_phase and run.step > base_steps:
             factors[cfg.generator] = lora_factors(run.unwrap(gen_p).backbone)
             shas[cfg.generator] = ph.sha256
+        clap = adapt_clap(model, index, str(data.root), cfg.clap_captions, cfg.rank, cfg.alpha, cfg.loop.seed)
+        if clap is not None:
+            factors["clap"], shas["clap"], clap_metrics = clap
+            run.print(f"CLAP on their audio and captions, x100: {clap_metrics['their_audio_clap_before']:.1f} -> "
+                      f"{clap_metrics['their_audio_clap_after']:.1f} (other prompts moved by "
+                      f"{clap_metrics['anchor_drift']:.4f})")
         ingest_summary = Path(data.root) / "ingest.json"
         save_adapter(front.out, factors, cfg.rank, cfg.alpha, shas,
                      fp16=cfg.adapter_fp16, name=Path(front.out).name, made_from=str(model),
@@ -184,7 +193,8 @@ def train(argv: list[str] | None = None) -> Path:
                            **({"ingest": json.loads(ingest_summary.read_text())} if ingest_summary.is_file() else {})},
                      training={"steps": run.step, "base_steps": base_steps, "run": str(run.out_dir),
                                "lr": cfg.loop.lr, "distill_lr": cfg.distill_lr, "batch_size": cfg.loop.batch_size,
-                               "targets": list(cfg.targets), "heldout_dsm_loss": losses})
+                               "targets": list(cfg.targets), "heldout_dsm_loss": losses,
+                               **({"clap_captions": clap[2]} if clap is not None else {})})
         return Path(front.out)
 
     return run.finish(export=export)

@@ -166,6 +166,23 @@ def _finetune_distill_default() -> "PrestoSStageConfig":
 
 
 @dataclass
+class ClapCaptionsConfig:
+    """The ``finetune.clap_captions`` section (steps 0: the adapter leaves the CLAP alone)."""
+
+    steps: int = 300
+    lr: float = 3e-3
+    anchor_weight: float = 10.0
+    crop_seconds: float = 10.0  # the length of a clip the report and rejection score
+    crops_per_file: int = 3
+
+    def __post_init__(self):
+        if self.steps < 0 or not self.lr > 0 or self.anchor_weight < 0 or not self.crop_seconds > 0 \
+                or self.crops_per_file < 1:
+            raise ConfigError("finetune.clap_captions: need steps >= 0, lr > 0, anchor_weight >= 0, "
+                             f"crop_seconds > 0, crops_per_file >= 1; got {self}")
+
+
+@dataclass
 class FinetuneStageConfig(DSMStageConfig):
     """The ``finetune`` section: LoRA adaptation of a model folder to a person's own audio
     (``python -m train.finetune``): steps [0, base_steps) adapt the base score model by DSM, steps
@@ -186,6 +203,9 @@ class FinetuneStageConfig(DSMStageConfig):
     # already moves most of its style, and distribution matching refines it from there.
     transfer_factors: bool = True
     distill: PrestoSStageConfig = field(default_factory=_finetune_distill_default)
+    # LoRA on the CLAP's text tower, fitted at export so the judge knows their captions
+    # (train/diffusion/clap_captions.py); steps 0 leaves the CLAP alone.
+    clap_captions: ClapCaptionsConfig = field(default_factory=ClapCaptionsConfig)
 
     def __post_init__(self):
         super().__post_init__()

@@ -4,11 +4,13 @@ embeddings (train.eval, train.report, train.edit_report)."""
 from __future__ import annotations
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from presto_core.errors import PrestoError
 from presto_core.request import LIMITS
-from train.data.dataset import read_metadata
+from train.data.augment import rms_normalize
+from train.data.dataset import load_mono, read_metadata
 
 
 def clamp_bpm(bpm: float) -> float:
@@ -46,14 +48,33 @@ def generate_set(pipe, variant: str, items: list[dict], num: int, duration: floa
     return clips, prompts
 
 
-def heldout_records(corpus: str) -> list[dict]:
-    """{prompt (first caption), captions, bpm, path} of each held-out piece of CORPUS/metadata.jsonl.
-    Raises PrestoError if the file is missing or malformed or has no held-out piece."""
+def split_records(corpus: str, split: str = "heldout") -> list[dict]:
+    """{prompt (first caption), captions, bpm, path} of each piece of one split of
+    CORPUS/metadata.jsonl. Raises PrestoError if the file is missing or malformed or the split is empty."""
     try:
-        recs = read_metadata(corpus, "heldout")
+        recs = read_metadata(corpus, split)
     except (OSError, ValueError) as e:
         raise PrestoError(f"--corpus: {e}") from None
     if not recs:
-        raise PrestoError(f"--corpus: {corpus}/metadata.jsonl has no items with split 'heldout'")
+        raise PrestoError(f"--corpus: {corpus}/metadata.jsonl has no items with split {split!r}")
     return [{"prompt": r["captions"][0], "captions": r["captions"], "bpm": r["bpm"], "path": r["abs_path"],
              "genre": r.get("genre") or r["captions"][0]} for r in recs]
+
+
+def heldout_records(corpus: str) -> list[dict]:
+    """:func:`split_records` of the held-out split."""
+    return split_records(corpus, "heldout")
+
+
+def real_crops(items: list[dict], sr: int, seconds: float, per_file: int = 3) -> tuple[list[np.ndarray], list[str]]:
+    """Up to ``per_file`` consecutive crops of ``seconds`` per file (``path``), loudness-normalised
+    mono at ``sr``, and each crop's caption (its file's ``prompt``)."""
+    out, captions = [], []
+    for it in items:
+        total = sf.info(it["path"]).duration
+        for k in range(per_file):
+            if (k + 1) * seconds > total + 1e-6:
+                break
+            out.append(rms_normalize(load_mono(it["path"], sr, k * seconds, seconds)))
+            captions.append(it["prompt"])
+    return out, captions
