@@ -14,7 +14,8 @@ file. All audio is embedded with the model folder's CLAP. Per row:
 - FAD: Frechet distance between the generated and the real embeddings of that set (lower is
   closer to that set's sound);
 - CLAP score: mean cosine of each clip with its prompt, x100 (also of the set's real crops with
-  their own captions: what this CLAP gives the real thing);
+  their own captions: what this CLAP gives the real thing); when the adapter taught the CLAP their
+  captions (``finetune.clap_captions``), also with the adapter's CLAP, for plain and adapted clips alike;
 - theirs: share of generated clips whose nearest real crop (cosine, over both sets pooled) is one
   of the person's, i.e. how often a clip sounds more like their music than the corpus;
 - tempo: share within 4 % of the requested BPM (strict) and allowing double/half time.
@@ -46,11 +47,13 @@ from train.evaluation.tempo import measure_tempo, strict_match, tempo_match
 
 
 def measure_set(scorer, sr: int, clips: list[np.ndarray], prompts: list[str], bpms: list[float],
-                real: np.ndarray, theirs: np.ndarray) -> dict:
+                real: np.ndarray, theirs: np.ndarray, judge=None) -> dict:
     """The row's measures (see the module doc) of mono ``clips`` at ``sr``: ``real`` (M, D) is this
-    set's real embeddings, ``theirs`` = (pooled real embeddings (P, D), bool (P,) true for the person's)."""
+    set's real embeddings, ``theirs`` = (pooled real embeddings (P, D), bool (P,) true for the person's);
+    ``judge``, the adapter's CLAP (same audio tower, its own text tower), adds ``clap_score_adapter``."""
     gen = embed_audio(scorer, [rms_normalize(c) for c in clips], sr)
     text = embed_text(scorer, prompts)
+    extra = {} if judge is None else {"clap_score_adapter": 100 * metrics.clap_score(embed_text(judge, prompts), gen)}
     pooled, mask = theirs
     g = gen / np.linalg.norm(gen, axis=1, keepdims=True)
     p = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
@@ -59,7 +62,8 @@ def measure_set(scorer, sr: int, clips: list[np.ndarray], prompts: list[str], bp
     return {"fad": metrics.frechet_distance(real, gen), "clap_score": 100 * metrics.clap_score(text, gen),
             "theirs": float(mask[nearest].mean()),
             "tempo_strict": float(np.mean([strict_match(t, b) for t, b in zip(tempos, bpms)])),
-            "tempo_octave_ok": float(np.mean([tempo_match(t, b) != "MISMATCH" for t, b in zip(tempos, bpms)]))}
+            "tempo_octave_ok": float(np.mean([tempo_match(t, b) != "MISMATCH" for t, b in zip(tempos, bpms)])),
+            **extra}
 
 
 def latency(pipes: dict, variant: str, duration: float, repeats: int) -> dict:
@@ -89,6 +93,12 @@ def build_report(a) -> dict:
     # What the CLAP makes of each set's own audio and captions: the ceiling a CLAP score can be read
     # against (a CLAP that never heard a style scores even the real thing low).
     real_clap = {k: 100 * metrics.clap_score(embed_text(scorer, caps), real[k]) for k, (_, caps) in crops.items()}
+    # An adapter that taught the CLAP their captions judges with it too (the audio tower is the
+    # plain one, so only the text side differs and every clip is heard the same way).
+    judge = adapted.clap if any("clap" in ad.factors for ad, _ in adapted.adapters) else None
+    if judge is not None:
+        real_clap_adapter = {k: 100 * metrics.clap_score(embed_text(judge, caps), real[k])
+                             for k, (_, caps) in crops.items()}
     pooled = (np.concatenate([real["theirs"], real["corpus"]]),
               np.r_[np.ones(len(real["theirs"]), bool), np.zeros(len(real["corpus"]), bool)])
     rows = {}
@@ -96,12 +106,14 @@ def build_report(a) -> dict:
         for model_name, pipe in (("plain", plain), ("adapted", adapted)):
             clips, prompts = generate_set(pipe, variant, items, a.num, a.duration, a.seed)
             bpms = [items[i % len(items)]["bpm"] for i in range(a.num)]
-            rows[f"{set_name}/{model_name}"] = measure_set(scorer, sr, clips, prompts, bpms, real[set_name], pooled)
+            rows[f"{set_name}/{model_name}"] = measure_set(scorer, sr, clips, prompts, bpms, real[set_name], pooled,
+                                                           judge)
     lat = latency({"plain": plain, "adapted": adapted}, variant, a.duration, a.repeats)
     meta = json.loads((Path(path) / "adapter.json").read_text())
     return {"rows": rows, "latency_s": lat, "variant": variant, "adapter": str(path), "weight": weight,
             "adapter_bytes": sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file()),
-            "training": meta.get("training", {}), "real_clap_score": real_clap, "real_crops": {k: len(v) for k, v in real.items()},
+            "training": meta.get("training", {}), "real_clap_score": real_clap,
+            **({"real_clap_score_adapter": real_clap_adapter} if judge is not None else {}), "real_crops": {k: len(v) for k, v in real.items()},
             "num": a.num, "duration": a.duration, "seed": a.seed, "model": str(a.model),
             "date": dt.date.today().isoformat(), "command": " ".join(["python -m train.adapter_report"] + sys.argv[1:])}
 
@@ -111,14 +123,18 @@ def markdown(rep: dict) -> str:
              "", f"{rep['num']} clips of {rep['duration']:g} s per row, seeds {rep['seed']}+i; real crops: "
              f"{rep['real_crops']['theirs']} of the person's held-out files, {rep['real_crops']['corpus']} of the corpus's. "
              f"{rep['date']}, `{rep['command']}`", "",
-             "| held-out set | model | FAD (lower: closer to the set) | CLAP score x100 | nearest real is theirs | tempo strict | tempo incl. 2x/0.5x |",
-             "|---|---|---|---|---|---|---|"]
+             "| held-out set | model | FAD (lower: closer to the set) | CLAP score x100 | CLAP score x100, the adapter's CLAP "
+             "| nearest real is theirs | tempo strict | tempo incl. 2x/0.5x |",
+             "|---|---|---|---|---|---|---|---|"]
+    ad_real = rep.get("real_clap_score_adapter", {})
     for key, r in rep["rows"].items():
         s, m = key.split("/")
-        lines.append(f"| {s} | {m} | {r['fad']:.3f} | {r['clap_score']:.1f} | {100 * r['theirs']:.0f}% | "
+        ad = f"{r['clap_score_adapter']:.1f}" if "clap_score_adapter" in r else "(none)"
+        lines.append(f"| {s} | {m} | {r['fad']:.3f} | {r['clap_score']:.1f} | {ad} | {100 * r['theirs']:.0f}% | "
                      f"{100 * r['tempo_strict']:.0f}% | {100 * r['tempo_octave_ok']:.0f}% |")
         if m == "adapted" and s in rep.get("real_clap_score", {}):
-            lines.append(f"| {s} | real held-out audio | | {rep['real_clap_score'][s]:.1f} | | | |")
+            ad = f"{ad_real[s]:.1f}" if s in ad_real else "(none)"
+            lines.append(f"| {s} | real held-out audio | | {rep['real_clap_score'][s]:.1f} | {ad} | | | |")
     t, c = rep["rows"], rep["latency_s"]
     lines += ["", f"FAD on their audio, adapted / plain: {t['theirs/adapted']['fad'] / t['theirs/plain']['fad']:.2f}x; "
               f"on the corpus: {t['corpus/adapted']['fad'] / t['corpus/plain']['fad']:.2f}x.",

@@ -21,6 +21,9 @@ def test_report_rows_and_outputs(tmp_path, capsys):
     g = torch.Generator().manual_seed(0)
     factors = {"presto_ls": {"blocks.0.attn.qkv": (torch.randn(2, lin.in_features, generator=g),
                                                    torch.randn(lin.out_features, 2, generator=g))}}
+    text = pipe.clap.model.text_proj[1]  # and the CLAP's text tower, as finetune.clap_captions writes
+    factors["clap"] = {"text_proj.1": (torch.randn(2, text.in_features, generator=g),
+                                       torch.randn(text.out_features, 2, generator=g))}
     save_adapter(tmp_path / "ad", factors, rank=2, alpha=2.0, base_sha256=pipe.component_sha256)
     theirs, corpus = make_corpus(tmp_path / "theirs", seconds=2.0), make_corpus(tmp_path / "corpus", seconds=2.0)
     md, js = tmp_path / "r.md", tmp_path / "r.json"
@@ -34,8 +37,10 @@ def test_report_rows_and_outputs(tmp_path, capsys):
     for r in rep["rows"].values():
         assert r["fad"] >= 0 and 0 <= r["theirs"] <= 1 and 0 <= r["tempo_strict"] <= r["tempo_octave_ok"] <= 1
     assert rep["weight"] == 0.5 and set(rep["latency_s"]) == {"plain", "adapted"}
-    assert set(rep["real_clap_score"]) == {"theirs", "corpus"}
-    assert all(-100 <= v <= 100 for v in rep["real_clap_score"].values())
+    assert set(rep["real_clap_score"]) == set(rep["real_clap_score_adapter"]) == {"theirs", "corpus"}
+    assert all(-100 <= v <= 100 for v in [*rep["real_clap_score"].values(), *rep["real_clap_score_adapter"].values()])
+    # The adapter's CLAP judges plain and adapted clips alike, and differently from the plain CLAP.
+    assert all(r["clap_score_adapter"] != r["clap_score"] for r in rep["rows"].values())
     assert "| theirs | adapted |" in md.read_text() and "| corpus | real held-out audio |" in md.read_text()
     assert adapter_report.main(argv[:-4] + ["--num", "1"]) == 2
     assert "--num >= 2" in capsys.readouterr().err
