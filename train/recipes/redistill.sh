@@ -7,6 +7,7 @@
 #   bash train/recipes/redistill.sh presto-ls         # Presto-LS from scratch: generator = that Presto-L
 #   bash train/recipes/redistill.sh presto-s          # Presto-S from scratch: generator = base v2
 #   bash train/recipes/redistill.sh snapshot presto-ls|presto-s STEP OUT   # a live run's checkpoint -> model folder OUT
+#   bash train/recipes/redistill.sh assemble VARIANT FOLDER OUT   # the default with VARIANT from an exported FOLDER
 #   bash train/recipes/redistill.sh report MODEL...   # train.report --variant $VARIANT (presto-ls) on 22 held-out prompts
 # Trainings resume with the same call (--resume latest) and stop cleanly on SIGTERM (exit 4).
 # THREADS (default 1) sets OMP_NUM_THREADS, so two trainings can share a 2-core machine.
@@ -49,6 +50,14 @@ run_of() {  # the run folder, generator and lr of a variant
   esac
 }
 
+assemble() {  # assemble VARIANT FOLDER OUT: a copy of the default with VARIANT taken from FOLDER
+  local others
+  others=$(printf '%s\n' presto-l presto-s presto-ls ase | grep -vx "$1" | paste -sd,)
+  "$py" -m train.export --config train/configs/tiny.json --out "$3" --base "$A/base" --vae "$A/vae" \
+    --clap "$A/clap" --m2s "$A/m2s" --int8 --add-variants "$A:$others" "$2:$1" \
+    --default-variant presto-ls --set data.root=data/corpus-v2
+}
+
 case "${1:-}" in
   corpus)
     [ -f data/corpus-v2/corpus.json ] || exec "$py" -m train.data.build_corpus --out data/corpus-v2 --hours 4 \
@@ -72,10 +81,10 @@ case "${1:-}" in
     cp -r "$run/checkpoints/$ckpt" "$snap/checkpoints/"
     printf '%s' "$ckpt" > "$snap/checkpoints/latest"
     distill "$stage" "$snap" "$gen" "$lr" --max-steps "$step"
-    others=$(printf '%s\n' presto-l presto-s presto-ls ase | grep -vx "$variant" | paste -sd,)
-    exec "$py" -m train.export --config train/configs/tiny.json --out "$out" --base "$A/base" --vae "$A/vae" \
-      --clap "$A/clap" --m2s "$A/m2s" --int8 --add-variants "$A:$others" "$snap/model:$variant" \
-      --default-variant presto-ls --set data.root=data/corpus-v2 ;;
+    assemble "$variant" "$snap/model" "$out" ;;
+  assemble)
+    [ -n "${4:-}" ] || { echo "usage: redistill.sh assemble VARIANT MODEL_FOLDER OUT" >&2; exit 2; }
+    assemble "$2" "$3" "$4" ;;
   report)
     shift
     mkdir -p runs/eval
@@ -84,5 +93,5 @@ case "${1:-}" in
       "$py" -m train.report --model "$m" --corpus data/corpus-v2 --variant "${VARIANT:-presto-ls}" --num 22 \
         --duration 10 --markdown "runs/eval/ls-$n.md" --json "runs/eval/ls-$n.json" --device cpu
     done ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  *) sed -n '2,13p' "$0"; exit 2 ;;
 esac
