@@ -17,28 +17,22 @@ adapted model's output for its own sake. Full-batch Adam over cached pooled toke
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from presto_core import checkpoint as ckpt
 from presto_core.clap import EmbeddedClapScorer
 from presto_core.text import load_text_encoder
+from train.infra.config import DataError
 from train.diffusion.configs import ClapCaptionsConfig
 from train.diffusion.lora import add_lora, lora_factors, trainable
 from train.evaluation.clips import embed_audio, real_crops, split_records
 
 TEXT_TOWER = ("text_proj.1", "text_proj.3")  # the text MLP's two Linear layers
-
-
-def _pooled(text_encoder, prompts: list[str], device) -> torch.Tensor:
-    """The text tower's input: masked-mean token embeddings (P, text_dim)."""
-    emb, mask = text_encoder.encode(prompts)
-    m = mask.to(device, torch.float32).unsqueeze(-1)
-    return (emb.to(device, torch.float32) * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 def fit_caption_factors(clap, text_encoder, audio_emb: torch.Tensor, captions: list[str], anchors: list[str],
@@ -49,8 +43,6 @@ def fit_caption_factors(clap, text_encoder, audio_emb: torch.Tensor, captions: l
     count, duplicates allowed), ``anchors`` the other prompts to hold in place. Returns
     (factors {module: (A (r, in), B (out, r))}, metrics: mean cosine x100 of the crops with their
     captions before and after, and the anchors' mean drift (1 - cosine))."""
-    import copy
-
     theirs = sorted(set(captions))
     anchors = [a for a in dict.fromkeys(anchors) if a not in set(theirs)]
     if not theirs or not anchors:
@@ -58,14 +50,15 @@ def fit_caption_factors(clap, text_encoder, audio_emb: torch.Tensor, captions: l
     model = copy.deepcopy(clap).float().eval()  # eval: no dropout in the text MLP either
     add_lora(model, rank, alpha, TEXT_TOWER, seed=seed)
     dev = audio_emb.device
-    pooled = _pooled(text_encoder, theirs + anchors, dev)
+    emb, mask = text_encoder.encode(theirs + anchors)
+    emb, mask = emb.to(dev, torch.float32), mask.to(dev)
     with torch.no_grad():
-        before = F.normalize(model.text_proj(pooled), dim=-1)  # B = 0: the plain tower
+        before = model.text_embed_from_tokens(emb, mask)  # B = 0: the plain tower
     scale = float(clap.logit_scale.detach().clamp(max=float(np.log(100.0))).exp())
     k = len(theirs)
     opt = torch.optim.Adam(trainable(model), lr=cfg.lr)
     for _ in range(cfg.steps):
-        text = F.normalize(model.text_proj(pooled), dim=-1)
+        text = model.text_embed_from_tokens(emb, mask)
         logits = scale * audio_emb @ text.t()  # (N, k + M)
         nce = (torch.logsumexp(logits, dim=1) - torch.logsumexp(logits[:, :k], dim=1)).mean()
         drift = (text[k:] - before[k:]).pow(2).sum(-1).mean()
@@ -74,7 +67,7 @@ def fit_caption_factors(clap, text_encoder, audio_emb: torch.Tensor, captions: l
         loss.backward()
         opt.step()
     with torch.no_grad():
-        after = F.normalize(model.text_proj(pooled), dim=-1)
+        after = model.text_embed_from_tokens(emb, mask)
     own = torch.tensor([theirs.index(c) for c in captions], device=dev)
     metrics = {"their_audio_clap_before": 100 * float((audio_emb * before[own]).sum(-1).mean()),
                "their_audio_clap_after": 100 * float((audio_emb * after[own]).sum(-1).mean()),
@@ -98,7 +91,7 @@ def adapt_clap(model: str | Path, index: dict, data_root: str, cfg: ClapCaptions
     sr = clap.cfg.sample_rate
     crops, captions = real_crops(split_records(data_root, "train"), sr, cfg.crop_seconds, cfg.crops_per_file)
     if not crops:
-        raise ValueError(f"{data_root}: no training file is {cfg.crop_seconds:g} s long, so the CLAP has nothing "
+        raise DataError(f"{data_root}: no training file is {cfg.crop_seconds:g} s long, so the CLAP has nothing "
                          "to learn their captions from (lower finetune.clap_captions.crop_seconds)")
     audio = torch.from_numpy(embed_audio(scorer, crops, sr))
     prompts_file = Path(model) / index.get("prompts", "prompts.json")

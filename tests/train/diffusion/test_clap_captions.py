@@ -90,3 +90,18 @@ def test_finetune_adapter_carries_the_clap_factors_and_the_pipeline_judges_with_
     assert 100 * float(after.mean()) == pytest.approx(fit["their_audio_clap_after"], abs=0.05)
     pipe.set_adapters([])  # the plain CLAP again
     assert torch.allclose(pipe.clap.score(caps, wav, pipe.clap.sample_rate), before, atol=1e-6)
+
+
+def test_adapt_clap_without_a_long_enough_file_is_a_data_error(tmp_path):
+    from presto_core import checkpoint as ckpt
+    from train.diffusion.clap_captions import adapt_clap
+    from train.infra.config import DataError
+
+    model = make_model_folder(tmp_path / "model", variants=("base",), with_clap=True)
+    data = make_corpus(tmp_path / "data")  # 1.5 s files
+    index = ckpt.read_index(model)
+    with pytest.raises(DataError, match="no training file is 10 s long"):
+        adapt_clap(model, index, str(data), ClapCaptionsConfig(crop_seconds=10.0), 2, 4.0)
+    assert adapt_clap(model, index, str(data), ClapCaptionsConfig(steps=0), 2, 4.0) is None
+    no_clap = make_model_folder(tmp_path / "plain", variants=("base",), with_clap=False)
+    assert adapt_clap(no_clap, ckpt.read_index(no_clap), str(data), ClapCaptionsConfig(), 2, 4.0) is None
