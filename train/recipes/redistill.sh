@@ -89,9 +89,9 @@ case "${1:-}" in
     shift
     mkdir -p runs/eval
     for m in "$@"; do
-      n=$(basename "$m")
+      n=${VARIANT:-presto-ls}-$(basename "$m")  # one file per variant and model folder
       "$py" -m train.report --model "$m" --corpus data/corpus-v2 --variant "${VARIANT:-presto-ls}" --num 22 \
-        --duration 10 --markdown "runs/eval/ls-$n.md" --json "runs/eval/ls-$n.json" --device cpu
+        --duration 10 --markdown "runs/eval/$n.md" --json "runs/eval/$n.json" --device cpu
     done ;;
   *) sed -n '2,13p' "$0"; exit 2 ;;
 esac
