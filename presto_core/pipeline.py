@@ -173,8 +173,9 @@ class PrestoPipeline:
         """Serve with these adapters from now on: ``adapters`` is a list of (adapter folder or
         loaded :class:`~presto_core.adapters.Adapter`, weight in [0, 2]); [] serves the plain model.
         Each adapter's updates are merged into the weights of the variants whose component it adapts
-        (and into the CLAP's for a "clap" component: the judge of CLAP rejection), on top of the plain weights (kept aside the first time), so weights can change per request and
-        generation costs what it does without adapters. All adapters are checked (hashes of the
+        (and into the CLAP's for a "clap" component: the judge of CLAP rejection), on top of the plain
+        weights (kept aside the first time), so weights can change per request and generation costs
+        what it does without adapters. All adapters are checked (hashes of the
         components they were trained on, shapes) before any weight changes."""
         loaded = []
         for entry in adapters:

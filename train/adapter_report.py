@@ -92,13 +92,14 @@ def build_report(a) -> dict:
     real = {k: embed_audio(scorer, c, sr) for k, (c, _) in crops.items()}
     # What the CLAP makes of each set's own audio and captions: the ceiling a CLAP score can be read
     # against (a CLAP that never heard a style scores even the real thing low).
-    real_clap = {k: 100 * metrics.clap_score(embed_text(scorer, caps), real[k]) for k, (_, caps) in crops.items()}
+    def real_clap(judge) -> dict:
+        return {k: 100 * metrics.clap_score(embed_text(judge, caps), real[k]) for k, (_, caps) in crops.items()}
+
     # An adapter that taught the CLAP their captions judges with it too (the audio tower is the
     # plain one, so only the text side differs and every clip is heard the same way).
     judge = adapted.clap if any("clap" in ad.factors for ad, _ in adapted.adapters) else None
-    if judge is not None:
-        real_clap_adapter = {k: 100 * metrics.clap_score(embed_text(judge, caps), real[k])
-                             for k, (_, caps) in crops.items()}
+    real_scores = {"real_clap_score": real_clap(scorer),
+                   **({"real_clap_score_adapter": real_clap(judge)} if judge is not None else {})}
     pooled = (np.concatenate([real["theirs"], real["corpus"]]),
               np.r_[np.ones(len(real["theirs"]), bool), np.zeros(len(real["corpus"]), bool)])
     rows = {}
@@ -112,8 +113,7 @@ def build_report(a) -> dict:
     meta = json.loads((Path(path) / "adapter.json").read_text())
     return {"rows": rows, "latency_s": lat, "variant": variant, "adapter": str(path), "weight": weight,
             "adapter_bytes": sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file()),
-            "training": meta.get("training", {}), "real_clap_score": real_clap,
-            **({"real_clap_score_adapter": real_clap_adapter} if judge is not None else {}), "real_crops": {k: len(v) for k, v in real.items()},
+            "training": meta.get("training", {}), **real_scores, "real_crops": {k: len(v) for k, v in real.items()},
             "num": a.num, "duration": a.duration, "seed": a.seed, "model": str(a.model),
             "date": dt.date.today().isoformat(), "command": " ".join(["python -m train.adapter_report"] + sys.argv[1:])}
 

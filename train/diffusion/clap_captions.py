@@ -12,7 +12,8 @@ factors on the CLAP's *text* tower only (``text_proj``) are fitted so that:
 
 The audio tower is untouched: a clip, plain or adapted, is heard exactly as before, and only what
 their words mean moves. The judge never sees a generated clip, so it cannot learn to prefer the
-adapted model's output for its own sake. Full-batch Adam over cached pooled tokens: seconds on a CPU.
+adapted model's output for its own sake. Full-batch Adam over the prompts' token embeddings, computed
+once: seconds on a CPU.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ import torch
 from presto_core import checkpoint as ckpt
 from presto_core.clap import EmbeddedClapScorer
 from presto_core.text import load_text_encoder
-from train.infra.config import DataError
 from train.diffusion.configs import ClapCaptionsConfig
 from train.diffusion.lora import add_lora, lora_factors, trainable
 from train.evaluation.clips import embed_audio, real_crops, split_records
+from train.infra.config import DataError
 
 TEXT_TOWER = ("text_proj.1", "text_proj.3")  # the text MLP's two Linear layers
 

@@ -8,15 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from presto_core import checkpoint as ckpt
 from presto_core.adapters import Adapter, load_adapter, merge_into
 from presto_core.clap import ClapConfig, EmbeddedClap
 from presto_core.pipeline import PrestoPipeline
 from tests.factory import make_model_folder
 from tests.fixtures import CONFIGS, make_corpus
 from train import finetune
-from train.diffusion.clap_captions import TEXT_TOWER, fit_caption_factors
+from train.diffusion.clap_captions import TEXT_TOWER, adapt_clap, fit_caption_factors
 from train.diffusion.configs import ClapCaptionsConfig
 from train.evaluation.clips import real_crops, split_records
+from train.infra.config import DataError
 
 
 class WordVectors:
@@ -93,10 +95,6 @@ def test_finetune_adapter_carries_the_clap_factors_and_the_pipeline_judges_with_
 
 
 def test_adapt_clap_without_a_long_enough_file_is_a_data_error(tmp_path):
-    from presto_core import checkpoint as ckpt
-    from train.diffusion.clap_captions import adapt_clap
-    from train.infra.config import DataError
-
     model = make_model_folder(tmp_path / "model", variants=("base",), with_clap=True)
     data = make_corpus(tmp_path / "data")  # 1.5 s files
     index = ckpt.read_index(model)
