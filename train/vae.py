@@ -13,7 +13,8 @@ corpus (train/data/dataset.py, loudness-normalised):
    discriminators, train/autoencoder/discriminators.py) with the least-squares GAN loss on real vs detached
    reconstructions (AdamW, its own grad clip ``disc_grad_clip``);
 3. one VAE update on mel_weight * multi-scale log-mel L1 + kl_weight * KL (element mean)
-   [+ stft_weight * multi-resolution STFT] [+ spec_weight * latent spectrum read-out L1
+   [+ stft_weight * multi-resolution STFT] [+ pitch_weight * semitone-band log spectra of long
+   windows (train/autoencoder/losses.py PitchBandLoss: bass notes a semitone apart)] [+ spec_weight * latent spectrum read-out L1
    (train/autoencoder/losses.py LatentSpectrumLoss: the latents must carry pitch)] + adv_weight * LSGAN + fm_weight * L1 feature
    matching (DAC: 15 / - / 1 / 2), global grad clip ``loop.grad_clip``.
 
@@ -45,6 +46,7 @@ from train.autoencoder.losses import (
     LatentSpectrumLoss,
     MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
+    PitchBandLoss,
     feature_matching_loss,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
@@ -52,7 +54,7 @@ from train.autoencoder.losses import (
 from train.autoencoder.pca import fit_spectral_pca
 from train.data.augment import AugmentConfig
 from train.data.dataset import AudioDataset, collate
-from train.evaluation.pitch import chroma_correlation
+from train.evaluation.pitch import chroma_correlation, tonal_clarity
 from train.infra.config import ConfigError, LoopConfig
 from train.infra.run import Run, run_main, start_stage
 from train.infra import sharding
@@ -80,6 +82,12 @@ class VAEStageConfig:
     mel_windows: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
     mel_bins: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320)
     stft_fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128)
+    # PitchBandLoss: semitone bands (MIDI pitch_midi[0]..pitch_midi[1]) of pitch_fft_sizes windows,
+    # summed over sizes like the mel loss; the mel loss's 2048 window is coarser than a semitone
+    # below ~360 Hz, so without it nothing tells neighbouring bass notes apart.
+    pitch_weight: float = 0.0
+    pitch_fft_sizes: tuple[int, ...] = (16384, 8192)
+    pitch_midi: tuple[int, int] = (28, 108)
     # LatentSpectrumLoss: a linear read-out of the posterior means must match the input's fine log
     # spectrum (n_fft spec_fft, bins up to spec_max_hz). Ignored with freeze_encoder.
     spec_weight: float = 0.0
@@ -124,7 +132,12 @@ class VAEStageConfig:
                 raise ConfigError(f"vae.{name} must be > 0, got {getattr(self, name)}")
         if self.spec_fft < 2 or self.spec_max_hz <= 0:
             raise ConfigError(f"vae.spec_fft must be >= 2 and vae.spec_max_hz > 0, got {self.spec_fft}, {self.spec_max_hz}")
-        for name in ("mel_weight", "kl_weight", "adv_weight", "fm_weight", "stft_weight", "spec_weight", "disc_lr",
+        if len(self.pitch_midi) != 2 or not 0 < self.pitch_midi[0] <= self.pitch_midi[1] <= 127 \
+                or not self.pitch_fft_sizes or min(self.pitch_fft_sizes) < 2:
+            raise ConfigError(f"vae.pitch_midi must be [lo, hi] with 0 < lo <= hi <= 127 and vae.pitch_fft_sizes "
+                              f"non-empty sizes >= 2, got {self.pitch_midi}, {self.pitch_fft_sizes}")
+        for name in ("mel_weight", "kl_weight", "adv_weight", "fm_weight", "stft_weight", "pitch_weight",
+                     "spec_weight", "disc_lr",
                      "disc_grad_clip", "gan_start_step", "eval_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"vae.{name} must be >= 0, got {getattr(self, name)}")
@@ -188,13 +201,14 @@ def evaluate(vae: AudioVAE, clips: torch.Tensor, mel_loss: MultiScaleMelLoss | N
     Returns {"mrstft": multi-resolution STFT distance (lower is better), "si_sdr": dB (higher is
     better), "mel": multi-scale log-mel L1 (if ``mel_loss``), "chroma": chroma correlation with the
     input (train/evaluation/pitch.py; 1 = same notes, ~0 = none; over non-silent clips, absent if all are
-    silent), "latent_std": std of the posterior means (raw, before latent_scale)}.
+    silent), "tonal_ratio": mean tonal clarity of the reconstructions / of the inputs (same clips),
+    "latent_std": std of the posterior means (raw, before latent_scale)}.
     """
     was_training = vae.training
     vae.eval()
     device = next(vae.parameters()).device
     sums = {"mrstft": 0.0, "si_sdr": 0.0, "mel": 0.0}
-    means, chromas = [], []
+    means, chromas, tonal = [], [], []
     n = clips.shape[-1]
     for s in range(0, clips.shape[0], batch_size):
         x = clips[s: s + batch_size].to(device)
@@ -206,15 +220,18 @@ def evaluate(vae: AudioVAE, clips: torch.Tensor, mel_loss: MultiScaleMelLoss | N
             sums["si_sdr"] += float(si_sdr(recon[i, 0], x[i, 0]))
             if mel_loss is not None:
                 sums["mel"] += float(mel_loss(recon[i: i + 1], x[i: i + 1]))
+            est, ref = recon[i, 0].cpu().numpy(), x[i, 0].cpu().numpy()
             try:
-                chromas.append(chroma_correlation(recon[i, 0].cpu().numpy(), x[i, 0].cpu().numpy(),
-                                                  vae.cfg.sample_rate))
+                chromas.append(chroma_correlation(est, ref, vae.cfg.sample_rate))
+                tonal.append((tonal_clarity(est, vae.cfg.sample_rate), tonal_clarity(ref, vae.cfg.sample_rate)))
             except ValueError:  # silent or shorter than the chroma window
                 pass
     vae.train(was_training)
     out = {k: v / clips.shape[0] for k, v in sums.items() if k != "mel" or mel_loss is not None}
     if chromas:
         out["chroma"] = sum(chromas) / len(chromas)
+    if tonal:  # reconstruction / input: how much of the input's tonal clarity survives
+        out["tonal_ratio"] = sum(t for t, _ in tonal) / sum(r for _, r in tonal)
     out["latent_std"] = float(torch.cat(means).std())
     return out
 
@@ -343,6 +360,15 @@ def train(argv: list[str] | None = None) -> Path:
     disc = Discriminator(cfg.disc)
     mel_loss = MultiScaleMelLoss(mc.sample_rate, cfg.mel_windows, cfg.mel_bins).to(run.device)
     stft_loss = MultiResolutionSTFTLoss(cfg.stft_fft_sizes).to(run.device) if cfg.stft_weight else None
+    pitch_loss = None
+    if cfg.pitch_weight:
+        if min(cfg.pitch_fft_sizes) > dataset.n:
+            raise ConfigError(f"vae.pitch_fft_sizes {cfg.pitch_fft_sizes} are all longer than a crop "
+                              f"({dataset.n} samples, vae.crop_seconds={cfg.crop_seconds})")
+        try:
+            pitch_loss = PitchBandLoss(mc.sample_rate, cfg.pitch_fft_sizes, *cfg.pitch_midi).to(run.device)
+        except ValueError as e:
+            raise ConfigError(f"vae.pitch_midi {cfg.pitch_midi}: {e}") from None
     spec_loss = None
     if cfg.spec_weight and not cfg.freeze_encoder:
         if cfg.spec_max_hz > mc.sample_rate / 2:
@@ -404,6 +430,9 @@ def train(argv: list[str] | None = None) -> Path:
         if stft_loss is not None:
             metrics["stft"] = stft_loss(recon, wav)
             loss = loss + cfg.stft_weight * metrics["stft"]
+        if pitch_loss is not None:
+            metrics["pitch"] = pitch_loss(recon, wav)
+            loss = loss + cfg.pitch_weight * metrics["pitch"]
         if spec_loss is not None:
             metrics["spec"] = spec_loss(mean, wav)
             loss = loss + cfg.spec_weight * metrics["spec"]

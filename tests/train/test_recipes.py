@@ -1,4 +1,4 @@
-"""train/recipes/redistill.sh: each training call is a stage command whose --set keys and values
+"""train/recipes/redistill.sh and vae-decoder.sh: each training call is a stage command whose --set keys and values
 load into that stage's config (with PYTHON=echo the script prints the command instead of running it)."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "train" / "recipes" / "redistill.sh"
 
 
-def _command(*args: str) -> list[str]:
-    out = subprocess.run(["bash", str(RECIPE), *args], env={**os.environ, "PYTHON": "echo"}, cwd=ROOT,
+def _command(*args: str, recipe: Path = RECIPE) -> list[str]:
+    out = subprocess.run(["bash", str(recipe), *args], env={**os.environ, "PYTHON": "echo"}, cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
     return shlex.split(out)
 
@@ -59,3 +59,17 @@ def test_unknown_call_prints_usage_and_exits_2():
     assert r.returncode == 2 and "redistill.sh presto-ls" in r.stdout
     r = subprocess.run(["bash", str(RECIPE), "snapshot", "nonsense", "5", "out"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "unknown variant nonsense" in r.stderr
+
+
+def test_vae_decoder_recipe_loads_into_the_vae_config():
+    from train.vae import VAEStageConfig
+
+    argv = _command(recipe=ROOT / "train" / "recipes" / "vae-decoder.sh")
+    assert argv[:2] == ["-m", "train.vae"] and "--resume" in argv
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    data, cfg, _ = load_config(ROOT / argv[argv.index("--config") + 1], "vae", VAEStageConfig, sets)
+    assert str(data.root) == "data/corpus-v2" and cfg.freeze_encoder and cfg.init.endswith("presto-default/vae")
+    assert cfg.pitch_weight > 0 and cfg.adv_weight == 0.5 and not cfg.pca_init
+    r = subprocess.run(["bash", str(ROOT / "train" / "recipes" / "vae-decoder.sh"), "nonsense"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "vae-decoder.sh snapshot" in r.stdout

@@ -187,6 +187,28 @@ def test_decoder_finetune_keeps_encoder_and_latent_scale(full_run, corpus, tmp_p
                       "--set", "vae.model.dec_dim=48")) == 2
 
 
+def test_decoder_finetune_with_pitch_bands(full_run, corpus, tmp_path):
+    init = full_run / "export" / "vae"
+    out = tmp_path / "pitch"
+    fine = ("--set", f"vae.init={init}", "--set", "vae.freeze_encoder=true", "--set", "vae.pitch_weight=15")
+    # 16 kHz crops of 0.5 s (8000 samples): the 16384 window is skipped, the 4096 one is used
+    assert main(_args(corpus, out, "--max-steps", "2", *fine, "--set", "vae.pitch_fft_sizes=[16384, 4096]",
+                      "--set", "vae.pitch_midi=[36, 96]")) == 0
+    lines = read_metrics(out)
+    assert all(math.isfinite(m["pitch"]) and m["pitch"] > 0 for m in lines)
+    ev = read_eval(out)[-1]
+    assert 0 < ev["eval/tonal_ratio"] < 2 and -1 <= ev["eval/chroma"] <= 1
+    # resumable like every term: the same run resumes to a third step
+    assert main(_args(corpus, out, "--max-steps", "3", "--resume", "latest", *fine,
+                      "--set", "vae.pitch_fft_sizes=[16384, 4096]", "--set", "vae.pitch_midi=[36, 96]")) == 0
+    assert read_metrics(out)[-1]["step"] == 3
+    # Errors name the setting: every window longer than a crop; a band above Nyquist; a bad range
+    assert main(_args(corpus, tmp_path / "b1", *fine, "--set", "vae.pitch_fft_sizes=[16384]")) == 2
+    assert main(_args(corpus, tmp_path / "b2", *fine, "--set", "vae.pitch_fft_sizes=[4096]",
+                      "--set", "vae.pitch_midi=[36, 120]")) == 2
+    assert main(_args(corpus, tmp_path / "b3", *fine, "--set", "vae.pitch_midi=[60, 40]")) == 2
+
+
 def test_nan_guard_and_config_errors(corpus, tmp_path):
     out = tmp_path / "nan"
     rc = main(_args(corpus, out, "--max-steps", "3", "--set", "vae.loop.debug_nan_at_step=1"))

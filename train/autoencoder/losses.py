@@ -8,6 +8,9 @@ All waveforms are (B, 1, N) or (B, N) float tensors at the model's sample rate, 
   magnitude (not power) spectra, summed over scales). Zero for identical inputs.
 * :class:`MultiResolutionSTFTLoss` - spectral convergence + L1 log-magnitude over several
   FFT sizes (Parallel WaveGAN style); optional in the VAE objective.
+* :class:`PitchBandLoss` - L1 between log10 semitone-band spectra of long-window STFTs, so bass
+  and chord notes a semitone apart differ (the mel loss's longest window, 2048, has 21.5 Hz bins:
+  coarser than a semitone below about 360 Hz). Our addition for "keep low notes".
 * :class:`LatentSpectrumLoss` - L1 between a linear read-out of the posterior-mean latents and the
   input's log-magnitude spectrum at the latent frame rate (our addition for CPU-scale training).
 * :func:`lsgan_discriminator_loss`, :func:`lsgan_generator_loss`, :func:`feature_matching_loss`
@@ -23,7 +26,9 @@ from __future__ import annotations
 import warnings
 from typing import Sequence
 
+import librosa
 import librosa.filters
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -156,6 +161,65 @@ class MultiResolutionSTFTLoss(nn.Module):
             raise ValueError(f"STFT loss: input of {x.shape[-1]} samples is shorter than every FFT size "
                              f"{self.fft_sizes}")
         return total / used
+
+
+def semitone_filterbank(sample_rate: int, n_fft: int, midi_lo: int, midi_hi: int) -> torch.Tensor:
+    """(midi_hi - midi_lo + 1, n_fft // 2 + 1) weights: row m is a triangle one semitone wide on each
+    side of MIDI note midi_lo + m, in log frequency, normalised to sum 1. A band narrower than one
+    FFT bin (low notes on short windows) falls back to its nearest bin, so every row sees energy."""
+    freqs = librosa.fft_frequencies(sr=sample_rate, n_fft=n_fft)
+    with np.errstate(divide="ignore"):
+        pitch = librosa.hz_to_midi(np.maximum(freqs, 1e-3))
+    notes = np.arange(midi_lo, midi_hi + 1, dtype=np.float64)[:, None]
+    fb = np.maximum(0.0, 1.0 - np.abs(pitch[None, :] - notes))
+    for m, row in enumerate(fb):
+        if row.sum() <= 0:
+            row[np.argmin(np.abs(pitch - notes[m, 0]))] = 1.0
+    return torch.from_numpy(fb / fb.sum(1, keepdims=True)).float()
+
+
+class PitchBandLoss(nn.Module):
+    """Sum over FFT sizes of mean |log10 max(B |STFT(x)|, eps) - log10 max(B |STFT(y)|, eps)|, where B
+    is a semitone filterbank (:func:`semitone_filterbank`) from MIDI ``midi_lo`` to ``midi_hi``.
+
+    Hann windows of n_fft samples, hop n_fft / 4. At 44.1 kHz an 8192-point window has 5.4 Hz bins,
+    a semitone apart from about 90 Hz up; windows longer than the input are skipped (at least one
+    must fit). forward(estimate, reference): (B, 1, N) each -> scalar; zero iff the band spectra match.
+    """
+
+    def __init__(self, sample_rate: int = 44100, fft_sizes: Sequence[int] = (16384, 8192), midi_lo: int = 28,
+                 midi_hi: int = 108, clamp_eps: float = 1e-5):
+        super().__init__()
+        if not fft_sizes or not 0 < midi_lo <= midi_hi or librosa.midi_to_hz(midi_hi) >= sample_rate / 2:
+            raise ValueError(f"PitchBandLoss needs FFT sizes and 0 < midi_lo <= midi_hi below Nyquist; got "
+                             f"{tuple(fft_sizes)}, {midi_lo}, {midi_hi}")
+        self.fft_sizes = [int(n) for n in fft_sizes]
+        self.clamp_eps = float(clamp_eps)
+        for i, n in enumerate(self.fft_sizes):
+            self.register_buffer(f"fb{i}", semitone_filterbank(sample_rate, n, midi_lo, midi_hi), persistent=False)
+            self.register_buffer(f"win{i}", torch.hann_window(n), persistent=False)
+
+    def bands(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """(B, N) audio -> (B, notes, frames) semitone-band magnitudes at FFT size ``i``."""
+        n = self.fft_sizes[i]
+        return torch.matmul(getattr(self, f"fb{i}"), stft_magnitude(x, n, n // 4, getattr(self, f"win{i}")))
+
+    def forward(self, estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        if estimate.shape != reference.shape:
+            raise ValueError(f"pitch band loss needs equal shapes, got {tuple(estimate.shape)} and "
+                             f"{tuple(reference.shape)}")
+        x, y = _flat(estimate), _flat(reference)
+        total, used = x.new_zeros(()), 0
+        for i, n in enumerate(self.fft_sizes):
+            if n > x.shape[-1]:
+                continue
+            bx, by = self.bands(x, i), self.bands(y, i)
+            total = total + F.l1_loss(bx.clamp_min(self.clamp_eps).log10(), by.clamp_min(self.clamp_eps).log10())
+            used += 1
+        if not used:
+            raise ValueError(f"pitch band loss: input of {x.shape[-1]} samples is shorter than every FFT size "
+                             f"{self.fft_sizes}")
+        return total
 
 
 class LatentSpectrumLoss(nn.Module):

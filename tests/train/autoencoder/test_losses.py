@@ -11,9 +11,11 @@ from train.autoencoder.losses import (
     LatentSpectrumLoss,
     MultiResolutionSTFTLoss,
     MultiScaleMelLoss,
+    PitchBandLoss,
     feature_matching_loss,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
+    semitone_filterbank,
 )
 
 SR = 16000
@@ -159,3 +161,45 @@ def test_latent_spectrum_loss_exact_readout_is_zero_and_pitch_sensitive(gen):
         loss(torch.zeros(1, 8, 30), x)  # 30 latent frames, but 3200 samples give 21 STFT frames
     with pytest.raises(ValueError):
         LatentSpectrumLoss(8, SR, hop, max_hz=SR)  # above Nyquist
+
+
+def test_semitone_filterbank_rows_sum_to_one_and_peak_on_their_note():
+    fb = semitone_filterbank(44100, 8192, 28, 108)
+    assert fb.shape == (81, 4097) and torch.all(fb >= 0)
+    assert torch.allclose(fb.sum(1), torch.ones(81))
+    freqs = torch.arange(4097) * 44100 / 8192
+    a4 = 69 - 28  # 440 Hz: its band's centre of mass is within a bin of 440 Hz
+    assert abs(float((fb[a4] * freqs).sum()) - 440.0) < 44100 / 8192
+
+
+def test_pitch_band_loss_tells_bass_notes_a_semitone_apart():
+    sr, n = 44100, 32768
+    loss = PitchBandLoss(sr, fft_sizes=(16384, 8192))
+    a1, b1 = _tone(n, 55.0, sr), _tone(n, 55.0 * 2 ** (1 / 12), sr)  # A1 and B-flat 1
+    # The loudest band is each tone's own note, one band apart: A1 / B-flat 1 on the 16384-point
+    # window (2.7 Hz bins), A2 / B-flat 2 on the 8192-point one (5.4 Hz bins resolve from ~90 Hz).
+    for i, f in ((0, 55.0), (1, 110.0)):
+        midi = 33 if f == 55.0 else 45
+        peak = [int(loss.bands(_tone(n, g, sr)[:, 0], i).mean(-1).argmax()) for g in (f, f * 2 ** (1 / 12))]
+        assert peak == [midi - 28, midi + 1 - 28]
+    assert loss(a1, a1.clone()).item() == 0.0
+    y = b1.clone().requires_grad_(True)
+    value = loss(y, a1)
+    value.backward()
+    assert value.item() > 0.3 and torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+    # The mel loss's longest window puts both tones in one 21.5 Hz bin: it barely moves
+    mel = MultiScaleMelLoss(sample_rate=sr, window_lengths=(2048,), n_mels=(320,))
+    assert mel(b1, a1).item() < 0.25 * value.item()
+    assert loss.state_dict() == {}
+
+
+def test_pitch_band_loss_skips_long_windows_and_checks_input():
+    loss = PitchBandLoss(44100, fft_sizes=(16384, 2048))
+    x = _tone(4096, 220.0, 44100)  # shorter than 16384: only the 2048 window is used
+    assert torch.isfinite(loss(x, 0.5 * x)) and loss(x, 0.5 * x).item() > 0
+    with pytest.raises(ValueError, match="shorter than every FFT size"):
+        loss(_tone(1024), _tone(1024))
+    with pytest.raises(ValueError, match="equal shapes"):
+        loss(_tone(4096), _tone(2048))
+    with pytest.raises(ValueError, match="midi_lo"):
+        PitchBandLoss(16000, midi_lo=28, midi_hi=127)
