@@ -25,6 +25,8 @@ DROP_MODES = ("shifted", "ase")
 NOISE_SCALE = 100.0  # c_noise = ln(sigma)/4 lies in about [-1.6, 1.1] for sigma in [0.002, 80]
 BUDGET_SCALE = 1000.0  # applied to the dropped fraction k / depth
 NULL_TEXT_TOKENS = 4  # learned tokens standing in for the prompt when unconditional
+GRID_HARMONICS = (1, 2)  # cycles per beat and per bar in the beat-grid features
+GRID_FEATURES = 4 * len(GRID_HARMONICS)
 
 
 @dataclass
@@ -40,6 +42,11 @@ class DiTConfig:
     freq_dim: int = 256
     bpm_max: float = 300.0
     budget_conditioning: bool = False
+    # Beat-grid conditioning: each latent frame gets a zero-initialised projection of sin/cos of its
+    # beat and bar phase (:func:`beat_grid_features`), so the model knows where the asked tempo's
+    # beats fall instead of inferring a grid that wanders (the BPM embedding alone says how fast,
+    # not where).
+    beat_grid: bool = False
     drop_mode: str = "shifted"
     attention: str = "auto"
     qk_norm: bool = True
@@ -85,6 +92,29 @@ def sinusoidal(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=x.device) / half)
     args = x.float()[:, None] * freqs[None]
     return torch.cat([args.cos(), args.sin()], dim=-1)
+
+
+def beat_grid_features(beats: torch.Tensor, beats_per_bar: float = 4.0) -> torch.Tensor:
+    """Beat positions (B, T) -> (B, T, GRID_FEATURES) fp32: [cos, sin] of 2 pi h x for h in
+    GRID_HARMONICS, with x the position in beats, then in bars (beats / beats_per_bar). A row of NaN
+    (no grid for that sample) gives zeros."""
+    x = beats.float()
+    known = ~torch.isnan(x)
+    x = torch.where(known, x, torch.zeros_like(x))
+    h = torch.tensor(GRID_HARMONICS, dtype=torch.float32, device=x.device)
+    args = 2 * math.pi * torch.cat([x[..., None] * h, (x / float(beats_per_bar))[..., None] * h], dim=-1)
+    feats = torch.cat([args.cos(), args.sin()], dim=-1)
+    return feats * known[..., None]
+
+
+def beat_positions(start: torch.Tensor | float, bpm: torch.Tensor | float, frames: int, frame_rate: float,
+                   device=None) -> torch.Tensor:
+    """(B,) or scalar start (beats at frame 0) and BPM -> (B, frames) beat position of every latent
+    frame (frame_rate frames per second), float32."""
+    start = torch.as_tensor(start, dtype=torch.float32, device=device).reshape(-1, 1)
+    bpm = torch.as_tensor(bpm, dtype=torch.float32, device=device).reshape(-1, 1)
+    t = torch.arange(frames, dtype=torch.float32, device=start.device)[None] / float(frame_rate)
+    return start + t * bpm / 60.0
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -181,6 +211,8 @@ class DiT(nn.Module):
         self.null_text = nn.Parameter(torch.randn(NULL_TEXT_TOKENS, cfg.text_dim) * cfg.text_dim**-0.5)
         self.null_bpm = nn.Parameter(torch.randn(d) * 0.02)
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
+        if cfg.beat_grid:
+            self.grid_proj = nn.Linear(GRID_FEATURES, d, bias=False)  # no bias: no grid adds exactly 0
         if cfg.budget_conditioning:
             # Shared hidden layer; two zero-initialised heads: an embedding added to the noise
             # embedding, and (shift, scale) of the budget-only AdaLN on the block outputs.
@@ -204,6 +236,8 @@ class DiT(nn.Module):
                 if isinstance(m, nn.Linear):
                     nn.init.normal_(m.weight, std=0.02)
         zero = [blk.ada for blk in self.blocks] + [self.final_ada, self.final_proj]
+        if self.cfg.beat_grid:  # zero: a model warm-started from one without the grid starts unchanged
+            nn.init.zeros_(self.grid_proj.weight)
         if self.cfg.budget_conditioning:
             nn.init.normal_(self.budget_hidden[0].weight, std=0.02)
             zero += [self.budget_embed, self.budget_ada]
@@ -271,6 +305,8 @@ class DiT(nn.Module):
         bpm: torch.Tensor | float | None = None,
         uncond: torch.Tensor | bool | None = None,
         layers_dropped: int | torch.Tensor = 0,
+        beats: torch.Tensor | None = None,
+        beats_per_bar: float = 4.0,
         return_hidden: bool = False,
         return_features: tuple[int, ...] = (),
         run_at_drop: int | None = None,
@@ -282,7 +318,9 @@ class DiT(nn.Module):
         real); bpm: scalar or (B,) beats per minute; uncond: bool or (B,) bool, True replaces that
         sample's text and BPM with the learned null condition (text/bpm may be None if all are
         unconditional); layers_dropped: int for the whole batch (blocks really skipped) or (B,)
-        long per sample; run_at_drop: also run the blocks active at this drop count, using their
+        long per sample; beats: (B, T) beat position of every frame (:func:`beat_positions`; a NaN
+        row = no grid for that sample), used by a ``beat_grid`` model for its conditional samples and
+        ignored otherwise; beats_per_bar: the bar the grid's bar phase counts; run_at_drop: also run the blocks active at this drop count, using their
         output only where a sample's own count asks (results are unchanged): sharded training
         passes the smallest count of every process so all processes run the same blocks.
 
@@ -329,6 +367,11 @@ class DiT(nn.Module):
             text = text.to(wdt)
         tokens, key_mask = self._text_tokens(text, text_mask, u, all_u, any_u, b, t)
         h = self.x_proj(x.transpose(1, 2).to(wdt))
+        if cfg.beat_grid and beats is not None and not all_u:
+            if beats.shape != (b, t):
+                raise PrestoError(f"beats must be (batch={b}, frames={t}), got {tuple(beats.shape)}")
+            grid = self.grid_proj(beat_grid_features(beats.to(dev), beats_per_bar).to(wdt))
+            h = h + grid * (~u).to(grid.dtype)[:, None, None]  # the null condition has no tempo, so no grid
         rope = rope_tables(t, cfg.dim // cfg.heads, device=dev)
         args = (c_act, tokens, key_mask, rope, cfg.attention)
         want = self._check_features(return_features)

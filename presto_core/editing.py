@@ -262,16 +262,24 @@ class ValidatedEdit:
 
 
 def regenerate(pipe, req: ValidatedRequest, cond, z_known: torch.Tensor, lo: int, hi: int, gen: torch.Generator,
-               strength: float, ramp: int, z_init: Optional[torch.Tensor] = None, callback=None) -> torch.Tensor:
+               strength: float, ramp: int, z_init: Optional[torch.Tensor] = None, callback=None,
+               beat_start: float = 0.0) -> torch.Tensor:
     """Sample one window's latents (1, C, T) with frames [lo, hi) regenerated and the rest fixed to
     ``z_known`` (1, C, T), each inner boundary a crossfade of ``ramp`` frames inside [lo, hi).
     The regenerated frames start from ``z_init`` (default ``z_known``) noised to the level
-    ``strength`` selects (1: pure noise; lower keeps more of their beat grid and sound)."""
+    ``strength`` selects (1: pure noise; lower keeps more of their beat grid and sound).
+    beat_start: the window's first frame on the piece's beat grid (a beat-grid model's condition)."""
     frames = z_known.shape[-1]
     keep = soft_keep(frames, lo, hi, ramp, left=lo > 0, right=hi < frames).to(pipe.device)
     start = z_known if z_init is None else torch.where(keep.view(1, 1, -1) == 1.0, z_known, z_init)
     return pipe.sample_latents(req, cond, frames, gen, z_init=start, known=(z_known, keep), callback=callback,
-                               strength=strength)
+                               strength=strength, beat_start=beat_start)
+
+
+def _beats(samples: int, sr: int, bpm: float) -> float:
+    """Beats elapsed at ``bpm`` over ``samples`` at ``sr`` (bars are counted from the clip's first
+    sample, so that is where its grid starts)."""
+    return samples / sr * bpm / 60.0
 
 
 def decode_from(pipe, z: torch.Tensor, first: int) -> tuple[np.ndarray, int]:
@@ -375,7 +383,8 @@ def extend(pipe, edit: ValidatedEdit, progress=None) -> GenerationResult:
         # No latent crossfade at an extension's join: what lies past the source is no audio to fade
         # from (with one, joins measured 1.33x a bar line's loudness jump, without 0.97x).
         z = regenerate(pipe, req, cond, z_known, lo, frames, gen, edit.strength, 0, z_init=z_init,
-                       callback=lambda j, n, _x, i=i: progress("generation", j + 1, n))
+                       callback=lambda j, n, _x, i=i: progress("generation", j + 1, n),
+                       beat_start=_beats(start, sr, req.bpm))
         # The audio is spliced half a second before the join, where the new decode is still the
         # known latents' audio: the move from old bars to new then happens inside one decode, as
         # the model made it, and the fade joins two near-identical signals.
@@ -500,8 +509,10 @@ def level_matched(original: np.ndarray, new: np.ndarray, lo: int, hi: int, fade:
 
 
 def replace_range(pipe, req: ValidatedRequest, cond, mono: np.ndarray, lo: int, hi: int, fade: int,
-                  gen: torch.Generator, strength: float, ramp: int, callback=None) -> tuple[np.ndarray, tuple[int, int]]:
-    """Regenerate samples [lo, hi) of ``mono`` (N,) in one window around them.
+                  gen: torch.Generator, strength: float, ramp: int, callback=None,
+                  origin_beats: float = 0.0) -> tuple[np.ndarray, tuple[int, int]]:
+    """Regenerate samples [lo, hi) of ``mono`` (N,) in one window around them; ``mono``'s first
+    sample lies ``origin_beats`` beats after a downbeat (0: the clip starts on one).
 
     Returns (audio (N,) that is the decoded window inside the window and 0 outside, the window's
     (first, end) samples); :func:`splice` it into ``mono`` over [lo, hi) with ``fade``."""
@@ -516,7 +527,8 @@ def replace_range(pipe, req: ValidatedRequest, cond, mono: np.ndarray, lo: int, 
         frames = wf
     f_lo, f_hi = (lo - start) // hop, math.ceil((hi - start) / hop)
     z_known = pipe.encode_audio(mono[start:start + frames * hop], frames)
-    z = regenerate(pipe, req, cond, z_known, f_lo, f_hi, gen, strength, ramp, callback=callback)
+    z = regenerate(pipe, req, cond, z_known, f_lo, f_hi, gen, strength, ramp, callback=callback,
+                   beat_start=origin_beats + _beats(start, pipe.sample_rate, req.bpm))
     dec = pipe.decode(z)[0].cpu().numpy()
     out = np.zeros(n, dtype=np.float32)
     end = min(n, start + dec.shape[-1])
@@ -540,7 +552,7 @@ def make_loop(pipe, req: ValidatedRequest, cond, mono: np.ndarray, bars: int, ba
     half = int(round(min(bar, n / 4)))
     lo, hi = max(fade, seam - half), min(n - fade, seam + half)
     new, _ = replace_range(pipe, req, cond, rolled, lo, hi, fade, gen, LOOP_STRENGTH if strength is None else strength,
-                           ramp, callback=callback)
+                           ramp, callback=callback, origin_beats=_beats(shift, pipe.sample_rate, req.bpm))
     return np.roll(splice(rolled, new, lo, hi, fade), shift)
 
 

@@ -25,12 +25,13 @@ from presto_core import checkpoint as ckpt
 from presto_core.adapters import Adapter, check_compatible, check_weight, load_adapter, merge_into
 from presto_core.budget import DropSchedule
 from presto_core.clap import EmbeddedClapScorer, select_best
+from presto_core.dit import beat_positions
 from presto_core.edm import EDMConfig, Precond, karras_ramp, karras_sigmas
 from presto_core.errors import PrestoError
 from presto_core import editing
 from presto_core.editing import LATENT_RAMP_S, EditRequest, make_loop, widen_loop
 from presto_core.inpaint import masked_denoiser
-from presto_core.music import bar_seconds, loop_bars
+from presto_core.music import bar_seconds, beats_per_bar, loop_bars
 from presto_core.request import GenerationRequest, ValidatedRequest, VariantSpec
 from presto_core.results import Clip, GenerationResult  # noqa: F401 - part of this module's API
 from presto_core.samplers import batched_guidance, call_sigmas, get_sampler
@@ -254,19 +255,26 @@ class PrestoPipeline:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def _denoiser(self, spec: VariantSpec, precond: Precond, text, mask, bpm: float, b: int, guidance: float,
-                  drop_schedule=None):
+                  drop_schedule=None, beat_start: float = 0.0, beats_per_bar: float = 4.0):
         """The denoiser callable D(x, sigma) for this variant: layer budget from sigma, and
-        batched CFG/CFG++ for score models (one forward over [cond; uncond])."""
+        batched CFG/CFG++ for score models (one forward over [cond; uncond]). A beat-grid model gets
+        the grid at ``bpm`` with beat ``beat_start`` on the first latent frame."""
         schedule = self._drop_schedule(spec, precond, drop_schedule)
         bpm_t = torch.full((b,), float(bpm), device=self.device)
+        grid = bool(precond.backbone.cfg.beat_grid)
+        rate = self.vae.cfg.sample_rate / self.vae.cfg.hop
 
         def forward(x, sigma, uncond):
             k = schedule(float(sigma)) if schedule is not None else 0
             n = x.shape[0]
             reps = n // text.shape[0]
+            extra = {}
+            if grid:
+                extra = dict(beats=beat_positions(beat_start, float(bpm), x.shape[-1], rate, self.device).expand(n, -1),
+                             beats_per_bar=beats_per_bar)
             with self._autocast():
                 return precond(x, sigma, text=text.repeat(reps, 1, 1), text_mask=mask.repeat(reps, 1),
-                               bpm=bpm_t.repeat(reps), uncond=uncond, layers_dropped=k).float()
+                               bpm=bpm_t.repeat(reps), uncond=uncond, layers_dropped=k, **extra).float()
 
         if spec.guidance_kind == "none":
             return lambda x, sigma: forward(x, sigma, None)
@@ -342,20 +350,23 @@ class PrestoPipeline:
     @torch.no_grad()
     def sample_latents(self, req: ValidatedRequest, cond, frames: int, gen: torch.Generator,
                        z_init: Optional[torch.Tensor] = None, known: Optional[tuple] = None,
-                       callback=None, strength: Optional[float] = None) -> torch.Tensor:
+                       callback=None, strength: Optional[float] = None, beat_start: float = 0.0) -> torch.Tensor:
         """Run the variant's sampler for ``req`` over ``frames`` latent frames: (n, C, frames).
 
         cond: :meth:`encode_prompt`'s pair for n clips; z_init: (1|n, C, frames) latents a
         variation or an edit starts from, noised to the schedule's top (set by ``strength``, or by
         the request's for a variation); known: ``(z_known (1|n, C, frames), keep (frames,) bool or float
-        weights)`` fixes the kept frames to z_known at every step (see presto_core.inpaint)."""
+        weights)`` fixes the kept frames to z_known at every step (see presto_core.inpaint);
+        beat_start: the beat (from the piece's first downbeat) on the first frame, for a beat-grid
+        model (a window of a longer piece starts part-way into its grid)."""
         spec, precond = self.variants[req.variant]
         text, mask = cond
         n = text.shape[0]
         sigmas = self.schedule(req, strength).to(self.device)
         noise = torch.randn(n, self.vae.cfg.latent_channels, frames, generator=gen, device=self.device)
         x = noise * sigmas[0].float() if z_init is None else z_init + noise * sigmas[0].float()
-        denoiser = self._denoiser(spec, precond, text, mask, req.bpm, n, req.guidance, req.drop_schedule)
+        denoiser = self._denoiser(spec, precond, text, mask, req.bpm, n, req.guidance, req.drop_schedule,
+                                  beat_start, beats_per_bar(req.time_signature))
         if known is not None:
             z_known, keep = known
             denoiser = masked_denoiser(denoiser, z_known, keep)

@@ -42,9 +42,9 @@ def perturb(module: torch.nn.Module, seed: int, scale: float = 0.02) -> torch.nn
 
 def make_model_folder(folder: str | Path, variants=("base", "presto-ls"), with_clap: bool = True,
                       default_variant: str | None = None, seed: int = 0, with_m2s: bool = False,
-                      max_duration: float = 32.0) -> Path:
+                      max_duration: float = 32.0, beat_grid: bool = False) -> Path:
     """Write a complete micro model folder (VAE, DiT per variant, optional CLAP and mono-to-stereo
-    components, prompts)."""
+    components, prompts); ``beat_grid``: DiTs with the beat-grid condition."""
     folder = Path(folder)
     torch.manual_seed(seed)
     comps = {}
@@ -52,7 +52,7 @@ def make_model_folder(folder: str | Path, variants=("base", "presto-ls"), with_c
     comps["vae"] = {"path": "vae", "sha256": ckpt.save_component(folder / "vae", AudioVAE(vae_cfg), vae_cfg)}
     for i, name in enumerate(variants):
         spec = VARIANTS[name]
-        cfg = DiTConfig(**MICRO_DIT, budget_conditioning=bool(spec.get("drop_schedule")))
+        cfg = DiTConfig(**MICRO_DIT, budget_conditioning=bool(spec.get("drop_schedule")), beat_grid=beat_grid)
         dit = DiT(cfg)
         perturb(dit, seed + i)
         comps[spec["component"]] = {

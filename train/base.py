@@ -13,6 +13,7 @@ folder (RUN_DIR/model) that presto_core.pipeline loads.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -25,12 +26,23 @@ from train.diffusion.common import check_same_architecture, latent_caches, load_
 from train.diffusion.configs import BaseStageConfig
 from train.diffusion.losses import masked_dsm_loss
 from train.diffusion.model_folder import BASE, export_stage
+from train.infra.config import ConfigError
 from train.infra.run import run_main, start_stage
 
 
 def load_init(path: str, model_cfg: DiTConfig) -> DiT:
-    """The DiT component at ``path`` (``base.init``), checked against the configured architecture."""
+    """The DiT component at ``path`` (``base.init``), checked against the configured architecture.
+    A configured ``beat_grid`` may be new: the init's weights then go into a grid model whose
+    (zero-initialised) grid projection is the only new part, so it starts computing what the init does."""
     dit, _ = load_dit(path, "base.init")
+    if model_cfg.beat_grid and not dit.cfg.beat_grid:
+        check_same_architecture(dataclasses.replace(dit.cfg, beat_grid=True), model_cfg, f"base.init={path}")
+        grid = DiT(model_cfg)
+        missing, unexpected = grid.load_state_dict(dit.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("grid_proj.") for k in missing):
+            raise ConfigError(f"base.init={path} does not fit a beat-grid DiT: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+        return grid
     check_same_architecture(dit.cfg, model_cfg, f"base.init={path}")
     return dit
 
@@ -60,7 +72,7 @@ def train(argv: list[str] | None = None) -> Path:
     run.restore()
 
     for batch in run.batches(lat.dataset, collate):
-        x0, sigma, noise, cond = lat.dsm_inputs(run, batch, cfg)
+        x0, sigma, noise, cond = lat.dsm_inputs(run, batch, cfg, grid=cfg.model.beat_grid)
         loss = masked_dsm_loss(model, x0, sigma, noise, batch["length"], cfg.edm.sigma_data, **cond)
         grad_norm = run.backward(loss, model, opt, sched)
         run.end_step(loss=loss, grad_norm=grad_norm)

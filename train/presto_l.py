@@ -110,7 +110,7 @@ def train(argv: list[str] | None = None) -> Path:
 
     drop_floor = agreed_drop_floor if run.fsdp != "no" else None  # sharded: every process runs the same blocks
     for batch in run.batches(lat.dataset, collate):
-        x0, sigma, noise, cond = lat.dsm_inputs(run, batch, cfg)
+        x0, sigma, noise, cond = lat.dsm_inputs(run, batch, cfg, grid=model_cfg.beat_grid)
         loss, metrics = presto_l_loss(model, x0, sigma, noise, schedule=schedule, nu=nu, drop_floor=drop_floor,
                                       sigma_data=cfg.edm.sigma_data, length=batch["length"], **cond)
         grad_norm = run.backward(loss, model, opt, sched)

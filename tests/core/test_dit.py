@@ -1,10 +1,13 @@
-"""DiT score network: shapes, masks, zero-init, null condition, layer dropping, budget conditioning."""
+"""DiT score network: shapes, masks, zero-init, null condition, layer dropping, budget conditioning,
+the beat grid."""
 
 import pytest
 import torch
 
 from presto_core.attention import attention
-from presto_core.dit import DiT, DiTConfig
+import math
+
+from presto_core.dit import GRID_FEATURES, DiT, DiTConfig, beat_grid_features, beat_positions
 from presto_core.edm import Precond, precondition
 from presto_core.errors import PrestoError
 
@@ -280,3 +283,56 @@ def test_parameter_counts():
     assert 650e6 < paper.num_parameters() < 700e6  # DiT-XL is ~675M
     assert 14e6 < tiny.num_parameters() < 16e6  # the embedded default, train/configs/tiny.json
     assert paper_l.num_parameters() > paper.num_parameters()
+
+
+def test_beat_grid_features_are_periodic_in_beats_and_bars():
+    x = torch.linspace(0.0, 7.9, 80)[None]
+    f = beat_grid_features(x, beats_per_bar=4.0)
+    assert f.shape == (1, 80, GRID_FEATURES) and f.dtype == torch.float32
+    assert torch.allclose(f, beat_grid_features(x + 4.0), atol=1e-5)  # one bar later: the same
+    # features: cos of (beat, 2 x beat, bar, 2 x bar) phases, then their sines
+    one_beat = beat_grid_features(x + 1.0)
+    assert torch.allclose(f[..., :2], one_beat[..., :2], atol=1e-5)  # beat-phase cos terms agree
+    assert not torch.allclose(f, one_beat, atol=1e-3)  # the bar phase tells the beats apart
+    # cos(2 pi x) on the beat: 1 on every beat, -1 half-way
+    assert torch.allclose(beat_grid_features(torch.tensor([[0.0, 0.5, 3.0]]))[0, :, 0], torch.tensor([1.0, -1.0, 1.0]),
+                          atol=1e-5)
+    nan = beat_grid_features(torch.full((2, 3), float("nan")))
+    assert torch.equal(nan, torch.zeros(2, 3, GRID_FEATURES))
+
+
+def test_beat_positions():
+    b = beat_positions(torch.tensor([0.0, 2.0]), torch.tensor([120.0, 60.0]), 5, frame_rate=10.0)
+    assert b.shape == (2, 5)
+    assert torch.allclose(b[0], torch.tensor([0.0, 0.2, 0.4, 0.6, 0.8]))  # 2 beats per second
+    assert torch.allclose(b[1], torch.tensor([2.0, 2.1, 2.2, 2.3, 2.4]))
+    assert torch.allclose(beat_positions(1.5, 90.0, 3, 44100 / 960)[0, 0], torch.tensor(1.5))
+    assert math.isclose(float(beat_positions(0.0, 120.0, 2, 44100 / 960)[0, 1]), 2 * 960 / 44100, rel_tol=1e-6)
+
+
+def test_beat_grid_zero_init_then_it_conditions_cond_samples_only():
+    plain, grid = make(), make(fresh=True, beat_grid=True)
+    grid.load_state_dict(plain.state_dict(), strict=False)  # only grid_proj is new, and it is zero
+    x, cn, cond = inputs(b=3)
+    beats = beat_positions(0.0, cond["bpm"], x.shape[-1], frame_rate=5.0)
+    assert torch.equal(grid(x, cn, **cond, beats=beats), plain(x, cn, **cond))
+    perturb(grid, seed=3, only="grid_proj")
+    with_grid = grid(x, cn, **cond, beats=beats)
+    assert not torch.allclose(with_grid, plain(x, cn, **cond), atol=1e-4)
+    # one bar later the grid is the same; a beat later it is not
+    assert torch.allclose(with_grid, grid(x, cn, **cond, beats=beats + 4.0), atol=1e-5)
+    assert not torch.allclose(with_grid, grid(x, cn, **cond, beats=beats + 1.0), atol=1e-4)
+    # no beats, or a NaN row, is the model without the grid for that sample
+    none = grid(x, cn, **cond)
+    assert torch.equal(none, plain(x, cn, **cond))
+    rows = beats.clone()
+    rows[1] = float("nan")
+    mixed = grid(x, cn, **cond, beats=rows)
+    assert torch.allclose(mixed[1], none[1], atol=1e-5) and torch.allclose(mixed[0], with_grid[0], atol=1e-5)
+    # the null condition has no tempo: unconditional samples ignore the grid
+    u = torch.tensor([False, True, False])
+    assert torch.allclose(grid(x, cn, **cond, beats=beats, uncond=u)[1], grid(x, cn, **cond, uncond=True)[1], atol=1e-5)
+    # a model without the grid ignores beats
+    assert torch.equal(plain(x, cn, **cond, beats=beats), plain(x, cn, **cond))
+    with pytest.raises(PrestoError, match="beats must be"):
+        grid(x, cn, **cond, beats=beats[:, :4])

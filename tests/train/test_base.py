@@ -117,6 +117,35 @@ def test_init_starts_from_an_exported_base(setup, reference):
     assert base.main(argv + ["--out", str(root / "init_bad2"), "--set", f"base.init={root / 'vae'}"]) == 2
 
 
+def test_beat_grid_added_to_an_exported_base(setup, reference):
+    """A grid base warm-started from a plain one: it starts as the plain one (the new projection is
+    zero), learns the projection, and exports a beat-grid DiT that a pipeline serves."""
+    root, argv = setup
+    out = root / "grid"
+    init = reference / "export" / "base"
+    assert base.main(argv + ["--out", str(out), "--max-steps", "3", "--set", f"base.init={init}",
+                             "--set", "base.model.beat_grid=true", "--set", "base.grid_dropout=0.5"]) == 0
+    plain, _ = ckpt.load_component(init)
+    grid, _ = ckpt.load_component(out / "export" / "base")
+    assert grid.cfg.beat_grid and not plain.cfg.beat_grid
+    assert set(grid.state_dict()) - set(plain.state_dict()) == {"grid_proj.weight"}
+    raw = load_file(str(CheckpointManager(out / "checkpoints").final_dir(3) / "model.safetensors"))
+    assert raw["backbone.grid_proj.weight"].abs().sum() > 0  # it trained off zero
+    assert all(math.isfinite(m["loss"]) for m in read_metrics(out) if "loss" in m)
+    # at lr 0 the grid base is exactly the plain one: same weights, projection still zero
+    still = root / "grid0"
+    assert base.main(argv + ["--out", str(still), "--max-steps", "1", "--set", f"base.init={init}",
+                             "--set", "base.model.beat_grid=true", "--set", "base.loop.lr=0.0"]) == 0
+    same, _ = ckpt.load_component(still / "export" / "base")
+    assert torch.equal(same.grid_proj.weight, torch.zeros_like(same.grid_proj.weight))
+    assert all(torch.equal(v, same.state_dict()[k]) for k, v in plain.state_dict().items())
+    # the grid cannot go the other way, and other differences are still refused
+    assert base.main(argv + ["--out", str(root / "grid_bad"), "--set", f"base.init={out / 'export' / 'base'}"]) == 2
+    assert base.main(argv + ["--out", str(root / "grid_bad2"), "--set", f"base.init={init}",
+                             "--set", "base.model.beat_grid=true", "--set", "base.model.depth=3"]) == 2
+    assert base.main(argv + ["--out", str(root / "grid_bad3"), "--set", "base.grid_dropout=1.5"]) == 2
+
+
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(setup):
     root, argv = setup
     out = root / "nan"

@@ -295,6 +295,30 @@ def test_generator_model_continues_an_earlier_export(setup, reference):
     assert not (root / "cont2" / "checkpoints").exists()
 
 
+def test_a_beat_grid_base_distils_a_beat_grid_generator(setup, tmp_path, monkeypatch):
+    """From a grid base, every network is a grid DiT and each gets the crop's beat positions."""
+    root, argv = setup
+    raw = json.loads(CONFIG.read_text())
+    dcfg = DiTConfig(**{**raw["base"]["model"], "beat_grid": True})
+    grid = tmp_path / "grid_base"
+    ckpt.save_component(grid, perturb(DiT(dcfg), 2, 0.05), dcfg, meta={"edm": {"sigma_data": 0.5}, "step": 1})
+    seen = []
+    real_turn = distill.fake_turn
+
+    def spy(cfg, gen, psi, x_real, cond, *a, **k):
+        seen.append(cond.get("beats"))
+        return real_turn(cfg, gen, psi, x_real, cond, *a, **k)
+
+    monkeypatch.setattr(distill, "fake_turn", spy)
+    out = tmp_path / "run"
+    assert presto_s.main(argv + ["--out", str(out), "--max-steps", "2", "--set", f"presto_s.base_model={grid}"]) == 0
+    assert len(seen) == 2 and all(b is not None and b.ndim == 2 for b in seen)
+    step = seen[0][0, 1] - seen[0][0, 0]  # beats per latent frame at the crop's BPM
+    assert torch.allclose(seen[0][0, 1:] - seen[0][0, :-1], step.expand(seen[0].shape[1] - 1), atol=1e-4)
+    gen, _ = ckpt.load_component(out / "export" / "presto_s")
+    assert gen.cfg.beat_grid
+
+
 def test_config_sections_parse():
     for name in ("tiny", "paper", "test"):
         raw = read_config_file(CONFIGS / f"{name}.json")

@@ -101,7 +101,8 @@ class LatentDataset(Dataset):
 
     Item: dict(latents=(C, frames) tensor, length=int valid frames (items shorter than
     `frames` are zero-padded at the end), caption=str (random phrasing), bpm=float, key,
-    mode, genre, path, start=int first frame). Seeded by (seed, epoch, index) like
+    mode, genre, path, start=int first frame, start_s=float seconds from the start of the file to
+    that frame: chunks of one file follow each other in the cache). Seeded by (seed, epoch, index) like
     AudioDataset; call `set_epoch` each epoch.
     """
 
@@ -120,6 +121,12 @@ class LatentDataset(Dataset):
         if not self.index:
             raise ValueError(f"no cached items with split={split!r} in {path}")
         self.frames, self.seed, self.epoch = int(frames), int(seed), 0
+        # The first frame of every item within its file: a chunk k > 0 follows chunk k - 1.
+        items = self.header["items"]
+        self._file_frame = [0] * len(items)
+        for j in range(1, len(items)):
+            if int(items[j].get("chunk", 0)) > 0:
+                self._file_frame[j] = self._file_frame[j - 1] + self.offsets[j] - self.offsets[j - 1]
 
     @property
     def frame_rate(self) -> float:
@@ -156,7 +163,7 @@ class LatentDataset(Dataset):
         return {"latents": z.float().contiguous(), "length": length,
                 "caption": caps[int(rng.integers(len(caps)))], "bpm": float(meta["bpm"]),
                 "key": meta.get("key"), "mode": meta.get("mode"), "genre": meta.get("genre"),
-                "path": meta["path"], "start": start}
+                "path": meta["path"], "start": start, "start_s": (self._file_frame[j] + start) / self.frame_rate}
 
 
 def _memmap(path: str | os.PathLike, name: str) -> np.ndarray | None:

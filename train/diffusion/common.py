@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from presto_core import checkpoint as ckpt
-from presto_core.dit import DiT, DiTConfig
+from presto_core.dit import DiT, DiTConfig, beat_positions
 from presto_core.edm import sample_sigmas
 from presto_core.text import load_text_encoder
 from train.data.dataset import collate
@@ -24,6 +24,13 @@ from train.infra.config import ConfigError, DataConfig
 from train.infra.run import Run
 
 
+def crop_beats(start_s: torch.Tensor, bpm: torch.Tensor, frames: int, frame_rate: float) -> torch.Tensor:
+    """(B, frames) beat position of every frame of latent crops starting ``start_s`` (B,) seconds
+    into their pieces at ``bpm`` (B,): corpus pieces start on a downbeat, so beat 0 is the file's
+    first sample. What a ``beat_grid`` DiT takes as ``beats``; other DiTs ignore it."""
+    return beat_positions(start_s.float() * bpm.float() / 60.0, bpm, frames, frame_rate, device=bpm.device)
+
+
 class HeldoutLoss:
     """Weighted DSM loss of a denoiser on fixed held-out crops, noise and sigmas (the 8 quantiles
     1/16 ... 15/16 of the training distribution per crop), all conditional: a comparable number
@@ -31,6 +38,7 @@ class HeldoutLoss:
 
     def __init__(self, cache: Path, frames: int, cfg: DSMStageConfig, text: TextCache, run: Run):
         ds = LatentDataset(cache, frames=frames, seed=cfg.loop.seed + 1)
+        self.frame_rate = ds.frame_rate
         self.batch = collate([ds[i] for i in range(min(len(ds), cfg.eval_items))])
         q = torch.arange(1, 16, 2, dtype=torch.float64) / 16
         self.sigmas = (cfg.edm.p_mean + cfg.edm.p_std * math.sqrt(2) * torch.erfinv(2 * q - 1)).exp().tolist()
@@ -43,12 +51,14 @@ class HeldoutLoss:
         for i, sigma in enumerate(self.sigmas):
             noise = torch.randn(self.batch["latents"].shape, generator=torch.Generator().manual_seed(i))
             for j in range(0, n, chunk):
-                x0, length, bpm = (self.batch[k][j: j + chunk].to(dev) for k in ("latents", "length", "bpm"))
+                x0, length, bpm, start = (self.batch[k][j: j + chunk].to(dev)
+                                          for k in ("latents", "length", "bpm", "start_s"))
                 emb, mask = self.text.batch(self.batch["caption"][j: j + chunk], dev)
+                beats = crop_beats(start, bpm, x0.shape[-1], self.frame_rate)
                 with self.run.autocast():
                     loss = masked_dsm_loss(denoiser, x0, torch.full((x0.shape[0],), sigma, device=dev),
                                            noise[j: j + chunk].to(dev), length, self.cfg.edm.sigma_data,
-                                           text=emb, text_mask=mask, bpm=bpm, uncond=False)
+                                           text=emb, text_mask=mask, bpm=bpm, beats=beats, uncond=False)
                 total += float(loss) * x0.shape[0]
         return total / (n * len(self.sigmas))
 
@@ -134,10 +144,11 @@ class LatentData:
     frames: int  # latent frames per training crop
     dataset: LatentDataset  # training crops
 
-    def dsm_inputs(self, run: Run, batch: dict, cfg: DSMStageConfig):
+    def dsm_inputs(self, run: Run, batch: dict, cfg: DSMStageConfig, grid: bool = False):
         """One DSM step's draws from the step's generator: -> x0 (B, C, T), sigma (B,) from the
         training distribution, noise (B, C, T), and the conditioning kwargs (text tokens, mask, BPM,
-        ``uncond`` for the ``cond_dropout`` share of samples)."""
+        ``uncond`` for the ``cond_dropout`` share of samples; with ``grid``, a beat_grid model's
+        ``beats`` with NaN rows for the ``grid_dropout`` share)."""
         x0 = batch["latents"]
         # One generator per sample, keyed by its place in the global batch: the same draws whatever
         # the number of processes or micro-batches (train/infra/run.py, sample_generators).
@@ -146,7 +157,12 @@ class LatentData:
         noise = torch.stack([torch.randn(x0.shape[1:], generator=g, device=dev) for g in gens])
         uncond = torch.cat([torch.rand(1, generator=g, device=dev) for g in gens]) < cfg.cond_dropout
         emb, mask = self.text.batch(batch["caption"], run.device)
-        return x0, sigma, noise, dict(text=emb, text_mask=mask, bpm=batch["bpm"], uncond=uncond)
+        cond = dict(text=emb, text_mask=mask, bpm=batch["bpm"], uncond=uncond)
+        if grid:  # drawn last, so a model without the grid trains on exactly the draws it always had
+            beats = crop_beats(batch["start_s"].to(dev), batch["bpm"].to(dev), x0.shape[-1], self.dataset.frame_rate)
+            no_grid = torch.cat([torch.rand(1, generator=g, device=dev) for g in gens]) < cfg.grid_dropout
+            cond["beats"] = torch.where(no_grid[:, None], torch.full_like(beats, float("nan")), beats)
+        return x0, sigma, noise, cond
 
     def heldout_loss(self, run: Run, data: DataConfig, cfg: DSMStageConfig) -> HeldoutLoss | None:
         """The held-out DSM loss on the main process when the corpus has held-out pieces, else None."""

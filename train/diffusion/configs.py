@@ -49,14 +49,15 @@ class DSMStageConfig(LatentStageConfig):
     periodic held-out loss."""
 
     cond_dropout: float = 0.1
+    grid_dropout: float = 0.1  # share of samples trained without the beat grid (a beat_grid model only)
     eval_every: int = 1000  # held-out DSM loss of the EMA weights (0: only at the end)
     eval_items: int = 64
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 <= self.cond_dropout < 1.0 or self.eval_items < 1:
-            raise ValueError(f"need 0 <= cond_dropout < 1 and eval_items >= 1; got {self.cond_dropout}, "
-                             f"{self.eval_items}")
+        if not 0.0 <= self.cond_dropout < 1.0 or not 0.0 <= self.grid_dropout < 1.0 or self.eval_items < 1:
+            raise ValueError(f"need 0 <= cond_dropout < 1, 0 <= grid_dropout < 1 and eval_items >= 1; got "
+                             f"{self.cond_dropout}, {self.grid_dropout}, {self.eval_items}")
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch
 from presto_core.dit import DiT
 from presto_core.edm import Precond, karras_sigmas, sample_sigmas, weighted_dsm
 from train.data.dataset import collate
-from train.diffusion.common import dit_config, load_dit, prepare_latent_data
+from train.diffusion.common import crop_beats, dit_config, load_dit, prepare_latent_data
 from train.diffusion.configs import NOISE_ROLES, PrestoSStageConfig
 from train.diffusion.gan_head import (
     FakeScoreWithHead, GanHead, logit_mask, ls_disc_loss, ls_gen_loss, masked_mean,
@@ -195,6 +195,9 @@ def train_stage(argv, stage: str, cfg_cls, *, variant: Callable, generator_init:
         g = run.generator()
         emb, mask = lat.text.batch(batch["caption"], run.device)
         cond = dict(text=emb, text_mask=mask, bpm=batch["bpm"], uncond=False)
+        if gen_cfg.beat_grid:  # the generator (and a grid teacher) place beats on the crop's own grid
+            cond["beats"] = crop_beats(batch["start_s"].to(run.device), batch["bpm"].to(run.device), x_real.shape[-1],
+                                       lat.dataset.frame_rate)
         gen_turn = is_generator_turn(run.step, cfg.fake_updates_per_gen, cfg.fake_warmup_steps)
         with run.autocast():
             if gen_turn:

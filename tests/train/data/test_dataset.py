@@ -191,6 +191,20 @@ def test_latent_cache_and_dataset(data_dir, tmp_path):
     assert batch["latents"].shape == (4, 4, 64) and batch["length"].tolist() == [64] * 4
 
 
+def test_crop_start_in_seconds_counts_earlier_chunks_of_the_file(data_dir, tmp_path):
+    """start_s places a crop on its file's timeline (the beat grid's origin), across chunks."""
+    vae = TinyVAE()
+    path = encode_latents(data_dir, vae, tmp_path / "chunks.safetensors", chunk_seconds=5.0)
+    ds = LatentDataset(path, frames=40, seed=0)
+    metas = ds.header["items"]
+    # a.wav (12 s) -> chunks of 5, 5 and 2 s; b.flac (3 s) -> one
+    assert [(m["path"], m["chunk"], m["frames"]) for m in metas] == [
+        ("audio/a.wav", 0, 250), ("audio/a.wav", 1, 250), ("audio/a.wav", 2, 100), ("audio/b.flac", 0, 150)]
+    for i, first_s in enumerate([0.0, 5.0, 10.0, 0.0]):
+        item = ds[i]
+        assert item["start_s"] == pytest.approx(first_s + item["start"] / ds.frame_rate)
+
+
 def test_latent_cache_with_presto_vae(data_dir, tmp_path):
     """Interface check against the real presto_core VAE (tiny config, untrained)."""
     ae = pytest.importorskip("presto_core.autoencoder")
