@@ -58,6 +58,7 @@ from train.data.augment import rms_normalize
 from train.data.dataset import load_audio, load_mono
 from train.evaluation.clips import clamp_bpm, embed_audio, embed_text, generate_set, heldout_records
 from train.evaluation.figure import comparison_figure
+from train.evaluation.grid import grid_section
 from train.evaluation.pitch import chroma_correlation, tonal_clarity
 from train.evaluation.reporting import command_line, fmt, machine_info, markdown_table, run_reported
 from train.evaluation.retrieval import retrieval_accuracy
@@ -307,6 +308,8 @@ def check_args(args: argparse.Namespace) -> None:
     check_number("--seed", args.seed, LIMITS["seed"][0], LIMITS["seed"][1] - args.num + 1, integer=True)
     check_number("--vae-seconds", args.vae_seconds, 0.05, 60.0)
     check_number("--clap-seconds", args.clap_seconds, 0.5, 60.0)
+    if args.grid_seconds:
+        check_number("--grid-seconds", args.grid_seconds, 8.0, LIMITS["duration"][1])
 
 
 def figure_rows(items: list[dict], clips: list[np.ndarray], sample_rate: int, seconds: float,
@@ -381,6 +384,12 @@ def run(args: argparse.Namespace, command: str) -> dict:
     t = time.perf_counter()
     report["stereo"] = stereo_section(pipe, items, clips, args.duration)
     timings["stereo"] = time.perf_counter() - t
+
+    if args.grid_seconds:
+        t = time.perf_counter()
+        report["grid"] = grid_section(pipe, args.variant, items, args.num, min(args.grid_seconds, pipe.max_duration),
+                                      args.seed, load_crop, steps=steps)
+        timings["grid"] = time.perf_counter() - t
     return report
 
 
@@ -477,6 +486,16 @@ def render_markdown(report: dict) -> str:
         if "side_mrstft" in st:
             lines += ["", f"Generated / real median width: {fmt(st['generated_over_real_width'])}. M2S side "
                       f"MR-STFT against the real side of the held-out crops: {fmt(st['side_mrstft'])}."]
+    g = report.get("grid")
+    if g is not None:
+        lines += ["", "## Beat grid over one window", "",
+                  f"One clip of {g['seconds']:g} s per prompt, and each held-out piece's first {g['seconds']:g} s. "
+                  "Drift: the bar pattern of each quarter against the first's (ms; a steady grid reads about 0). "
+                  "Offset: where the beats fall against beats at the asked BPM from the clip's first sample "
+                  "(ms, within half a beat); on the grid: |offset| under 50 ms. Medians over clips.", ""]
+        lines += markdown_table(g["rows"], [("name", "Audio"), ("n", "Clips"), ("max_drift_ms", "Max drift ms"),
+                                            ("end_drift_ms", "End drift ms"), ("abs_offset_ms", "|Offset| ms"),
+                                            ("on_grid", "On the grid")])
     return "\n".join(lines) + "\n"
 
 
@@ -495,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="clip i uses seed + i")
     p.add_argument("--vae-seconds", type=float, default=8.0, help="VAE crop length per held-out piece")
     p.add_argument("--clap-seconds", type=float, default=10.0, help="CLAP crop length per held-out piece")
+    p.add_argument("--grid-seconds", type=float, default=0.0,
+                   help="also measure beat drift and grid phase on one clip of this length per prompt (0: skip)")
     p.add_argument("--json", default=None, help="also write the numbers as JSON here")
     p.add_argument("--markdown", default=None, help="also write the printed report here")
     p.add_argument("--audio-dir", default=None, help="also write the generated clips here as WAV files")

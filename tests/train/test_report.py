@@ -222,6 +222,24 @@ def test_report_stereo_section_on_a_stereo_corpus(tmp_path, capsys):
     assert "## Stereo (mono-to-stereo)" in (tmp_path / "r.md").read_text()
 
 
+def test_report_beat_grid_section(model, tmp_path, capsys):
+    corpus = _corpus(tmp_path / "corpus")
+    for i, bpm in enumerate(HELDOUT_BPMS):  # pieces longer than the 8 s measured
+        sf.write(corpus / f"c{i}.wav", click_track(bpm, 9.0), SR)
+    out = tmp_path / "g.json"
+    rc = main(["--model", str(model), "--corpus", str(corpus), "--num", "2", "--duration", "1", "--steps", "1",
+               "--vae-seconds", "1", "--grid-seconds", "8", "--device", "cpu", "--precision", "fp32",
+               "--json", str(out), "--markdown", str(tmp_path / "g.md")])
+    assert rc == 0
+    g = json.loads(out.read_text())["grid"]
+    assert g["seconds"] == 8 and [r["name"] for r in g["rows"]] == ["generated clips", "real held-out pieces"]
+    real = g["rows"][1]  # click tracks from their first sample: on the grid, no drift
+    assert real["n"] == 2 and real["on_grid"] == 1.0 and real["max_drift_ms"] <= 10
+    assert all(_finite(r["max_drift_ms"]) and 0 <= r["on_grid"] <= 1 for r in g["rows"]) and len(g["clips"]) == 2
+    assert "## Beat grid over one window" in (tmp_path / "g.md").read_text()
+    assert main(_bad(model, corpus, "--grid-seconds", "4")) == 2
+
+
 def test_report_without_clap_skips_retrieval(tmp_path, capsys):
     from tests.factory import make_model_folder
 

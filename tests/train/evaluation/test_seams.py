@@ -37,6 +37,14 @@ def test_exact_tempo_has_no_drift_and_a_tempo_error_drifts_as_predicted():
         beat_phase_drift(x[:SR * 30], SR, 120)
 
 
+@pytest.mark.parametrize("bpm", [87, 100, 120])
+def test_short_segments_of_a_steady_grid_do_not_jump_half_a_beat(bpm):
+    # 6 s segments hold 2-3 bars: unsmoothed, their folded patterns aligned half a beat apart
+    # (300 ms at 100 BPM, 345 ms at 87) on this steady click track.
+    x = clicks(bpm, 24)
+    assert beat_phase_drift(x, SR, bpm, segment_s=6.0)["max_drift_ms"] <= 6
+
+
 def test_bar_pattern_peaks_on_the_downbeat():
     x = clicks(100, 24)
     from librosa.onset import onset_strength
