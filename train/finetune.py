@@ -154,6 +154,8 @@ def train(argv: list[str] | None = None) -> Path:
 
     for batch in run.batches(lat.dataset, collate):
         if run.step < base_steps:
+            # No beat grid: a person's files need not start on a downbeat, so a grid base adapts as
+            # it does for its grid_dropout share, and keeps its grid projection for generation.
             x0, sigma, noise, cond = lat.dsm_inputs(run, batch, cfg)
             loss = masked_dsm_loss(model_p, x0, sigma, noise, batch["length"], cfg.edm.sigma_data, **cond)
             grad_norm = run.backward(loss, model_p, opt, sched)
