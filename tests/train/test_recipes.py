@@ -1,4 +1,4 @@
-"""train/recipes/redistill.sh and vae-decoder.sh: each training call is a stage command whose --set keys and values
+"""train/recipes/redistill.sh, vae-decoder.sh and base-grid.sh: each training call is a stage command whose --set keys and values
 load into that stage's config (with PYTHON=echo the script prints the command instead of running it)."""
 
 from __future__ import annotations
@@ -73,3 +73,17 @@ def test_vae_decoder_recipe_loads_into_the_vae_config():
     r = subprocess.run(["bash", str(ROOT / "train" / "recipes" / "vae-decoder.sh"), "nonsense"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "vae-decoder.sh snapshot" in r.stdout
+
+
+def test_base_grid_recipe_loads_into_the_base_config():
+    from train.diffusion.configs import BaseStageConfig
+
+    recipe = ROOT / "train" / "recipes" / "base-grid.sh"
+    argv = _command(recipe=recipe)
+    assert argv[:2] == ["-m", "train.base"] and "--resume" in argv
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    data, cfg, _ = load_config(ROOT / argv[argv.index("--config") + 1], "base", BaseStageConfig, sets)
+    assert str(data.root) == "data/corpus-v2" and cfg.model.beat_grid and cfg.grid_dropout == 0.1
+    assert cfg.init.endswith("/base") and cfg.latent_cache == "runs/tiny/cache-v2" and cfg.loop.lr == 2e-4
+    r = subprocess.run(["bash", str(recipe), "nonsense"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "base-grid.sh snapshot" in r.stdout
