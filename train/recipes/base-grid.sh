@@ -7,11 +7,8 @@
 #   bash train/recipes/base-grid.sh                       # train (runs/tiny/base-v3, checkpoint every 500)
 #   bash train/recipes/base-grid.sh snapshot STEP OUT     # a live run's checkpoint -> the default with this base
 # THREADS (default 1) sets OMP_NUM_THREADS.
-set -euo pipefail
 cd "$(dirname "$0")/../.."
-py=${PYTHON:-.venv/bin/python}
-export OMP_NUM_THREADS=${THREADS:-1}
-A=assets/presto-default
+source train/recipes/lib.sh
 RUN=runs/tiny/base-v3
 INIT=runs/tiny/model-base-v2-fp32-ship/base
 [ -d "$INIT" ] || INIT=$A/base
@@ -29,15 +26,9 @@ case "${1:-}" in
   snapshot)
     step=${2:-} out=${3:-}
     [ -n "$out" ] || { echo "usage: base-grid.sh snapshot STEP OUT" >&2; exit 2; }
-    snap="$RUN-snap-$step" ckpt=$(printf 'step-%08d' "$step")
-    rm -rf "$snap" && mkdir -p "$snap/checkpoints"
-    cp "$RUN/config.json" "$RUN/metrics.jsonl" "$snap/"
-    cp -r "$RUN/checkpoints/$ckpt" "$snap/checkpoints/"
-    printf '%s' "$ckpt" > "$snap/checkpoints/latest"
+    snap="$RUN-snap-$step"
+    snapshot_copy "$RUN" "$step"
     train "$snap" --max-steps "$step"
-    # the default's components and variants with this base (its other variants are not grid models)
-    "$py" -m train.export --config train/configs/tiny.json --out "$out" --base "$snap/model/base" --vae "$A/vae" \
-      --clap "$A/clap" --m2s "$A/m2s" --int8 --add-variants "$A:presto-l,presto-s,presto-ls,ase" \
-      --default-variant presto-ls --set data.root=data/corpus-v2 ;;
+    default_with "$out" --base "$snap/model/base" ;;  # its other variants are not grid models
   *) sed -n '2,9p' "$0"; exit 2 ;;
 esac

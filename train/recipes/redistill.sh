@@ -11,11 +11,8 @@
 #   bash train/recipes/redistill.sh report MODEL...   # train.report --variant $VARIANT (presto-ls) on 22 held-out prompts
 # Trainings resume with the same call (--resume latest) and stop cleanly on SIGTERM (exit 4).
 # THREADS (default 1) sets OMP_NUM_THREADS, so two trainings can share a 2-core machine.
-set -euo pipefail
 cd "$(dirname "$0")/../.."
-py=${PYTHON:-.venv/bin/python}
-export OMP_NUM_THREADS=${THREADS:-1}
-A=assets/presto-default
+source train/recipes/lib.sh
 # The teacher: the fp32 export of base v2 step 10500 when the run folder survives, else the shipped
 # base (the same checkpoint, int8 weights dequantized at load).
 T=runs/tiny/model-base-v2-fp32-ship/base
@@ -69,17 +66,13 @@ case "${1:-}" in
     read -r stage run gen lr <<< "$spec"
     distill "$stage" "$run" "$gen" "$lr" ;;
   snapshot)
-    # A live run's folder is locked: copy one checkpoint aside, export it by resuming there with
-    # --max-steps at its step, and assemble a copy of the default with that variant replaced.
+    # Export one checkpoint of a live run (lib.sh) and assemble a copy of the default with it.
     variant=${2:-} step=${3:-} out=${4:-}
     [ -n "$out" ] || { echo "usage: redistill.sh snapshot presto-ls|presto-s STEP OUT" >&2; exit 2; }
     spec=$(run_of "$variant")  # an assignment, so set -e stops on an unknown variant
     read -r stage run gen lr <<< "$spec"
-    snap="$run-snap-$step" ckpt=$(printf 'step-%08d' "$step")
-    rm -rf "$snap" && mkdir -p "$snap/checkpoints"
-    cp "$run/config.json" "$run/metrics.jsonl" "$snap/"
-    cp -r "$run/checkpoints/$ckpt" "$snap/checkpoints/"
-    printf '%s' "$ckpt" > "$snap/checkpoints/latest"
+    snap="$run-snap-$step"
+    snapshot_copy "$run" "$step"
     distill "$stage" "$snap" "$gen" "$lr" --max-steps "$step"
     assemble "$variant" "$snap/model" "$out" ;;
   assemble)

@@ -8,11 +8,8 @@
 #   bash train/recipes/vae-decoder.sh            # train (runs/tiny/vae3, checkpoint every 250 steps)
 #   bash train/recipes/vae-decoder.sh snapshot STEP OUT   # a live run's checkpoint -> a copy of the default with its decoder
 # THREADS (default 1) sets OMP_NUM_THREADS.
-set -euo pipefail
 cd "$(dirname "$0")/../.."
-py=${PYTHON:-.venv/bin/python}
-export OMP_NUM_THREADS=${THREADS:-1}
-A=assets/presto-default
+source train/recipes/lib.sh
 RUN=runs/tiny/vae3
 train() {  # train OUT [more args]
   local out=$1
@@ -28,15 +25,9 @@ case "${1:-}" in
   snapshot)
     step=${2:-} out=${3:-}
     [ -n "$out" ] || { echo "usage: vae-decoder.sh snapshot STEP OUT" >&2; exit 2; }
-    snap="$RUN-snap-$step" ckpt=$(printf 'step-%08d' "$step")
-    rm -rf "$snap" && mkdir -p "$snap/checkpoints"
-    cp "$RUN/config.json" "$RUN/metrics.jsonl" "$snap/"
-    cp -r "$RUN/checkpoints/$ckpt" "$snap/checkpoints/"
-    printf '%s' "$ckpt" > "$snap/checkpoints/latest"
+    snap="$RUN-snap-$step"
+    snapshot_copy "$RUN" "$step"
     train "$snap" --max-steps "$step"
-    # the default's own components and variants, with this decoder (stored as export stores a VAE)
-    "$py" -m train.export --config train/configs/tiny.json --out "$out" --base "$A/base" --vae "$snap/export/vae" \
-      --clap "$A/clap" --m2s "$A/m2s" --int8 --add-variants "$A:presto-l,presto-s,presto-ls,ase" \
-      --default-variant presto-ls --set data.root=data/corpus-v2 ;;
+    default_with "$out" --vae "$snap/export/vae" ;;
   *) sed -n '2,11p' "$0"; exit 2 ;;
 esac
