@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Re-distillation of the default's variants from base v2 (issue "Fidelity of the embedded default"),
+# Re-distillation of the default's variants from base v3 (issue "Fidelity of the embedded default"),
 # one resumable step per call, from the repository root:
 #   bash train/recipes/redistill.sh corpus            # corpus v2 (seeded; skipped when present)
-#   bash train/recipes/redistill.sh presto-l          # Presto-L from base v2 (1000 steps, exported at the end)
+#   bash train/recipes/redistill.sh presto-l          # Presto-L from the base (1000 steps, exported at the end)
 #   bash train/recipes/redistill.sh ase               # the ASE baseline, the same way
 #   bash train/recipes/redistill.sh presto-ls         # Presto-LS from scratch: generator = that Presto-L
-#   bash train/recipes/redistill.sh presto-s          # Presto-S from scratch: generator = base v2
+#   bash train/recipes/redistill.sh presto-s          # Presto-S from scratch: generator = the base
 #   bash train/recipes/redistill.sh snapshot presto-ls|presto-s STEP OUT   # a live run's checkpoint -> model folder OUT
 #   bash train/recipes/redistill.sh assemble VARIANT FOLDER OUT   # the default with VARIANT from an exported FOLDER
 #   bash train/recipes/redistill.sh report MODEL...   # train.report --variant $VARIANT (presto-ls) on 22 held-out prompts
@@ -13,9 +13,12 @@
 # THREADS (default 1) sets OMP_NUM_THREADS, so two trainings can share a 2-core machine.
 cd "$(dirname "$0")/../.."
 source train/recipes/lib.sh
-# The teacher: the fp32 export of base v2 step 10500 when the run folder survives, else the shipped
-# base (the same checkpoint, int8 weights dequantized at load).
-T=runs/tiny/model-base-v2-fp32-ship/base
+# The teacher: base v3 (base v2 + 2500 steps with the beat grid), its fp32 export when the snapshot
+# folder survives (`bash train/recipes/base-grid.sh snapshot 2500 runs/tiny/model-base3-2500`), else
+# the shipped base (the same checkpoint, int8 weights dequantized at load). Every variant distilled
+# from it inherits the grid. Until session 15 the teacher was base v2 (runs/tiny/presto_l-v3,
+# ase-v3, presto_s-v3-fresh, presto_ls-v4).
+T=runs/tiny/base-v3-snap-2500/model/base
 [ -d "$T" ] || T=$A/base
 common=(--config train/configs/tiny.json --resume latest --set data.root=data/corpus-v2)
 
@@ -37,12 +40,12 @@ dsm() {  # dsm METHOD OUT: Presto-L or ASE, trained by score matching from the b
 
 # A Presto-LS warm-started from the shipped one (runs/tiny/presto_ls-v3, 2e-5, 3049 iterations, sessions
 # 12-13) kept the shipped model's double-time slow tempos (40-95 BPM strict 17 % at 2500 iterations, the
-# shipped 17 %), so every variant now starts from base v2 or the Presto-L distilled from it.
-L=runs/tiny/presto_l-v3/export/presto_l
+# shipped 17 %), so every variant starts from the base or the Presto-L distilled from it.
+L=runs/tiny/presto_l-v4/export/presto_l
 run_of() {  # the run folder, generator and lr of a variant
   case $1 in
-    presto-ls) echo "presto_ls runs/tiny/presto_ls-v4 $L 4e-5" ;;
-    presto-s) echo "presto_s runs/tiny/presto_s-v3-fresh $T 4e-5" ;;
+    presto-ls) echo "presto_ls runs/tiny/presto_ls-v5 $L 4e-5" ;;
+    presto-s) echo "presto_s runs/tiny/presto_s-v4 $T 4e-5" ;;
     *) echo "unknown variant $1 (presto-ls or presto-s)" >&2; exit 2 ;;
   esac
 }
@@ -59,8 +62,8 @@ case "${1:-}" in
   corpus)
     [ -f data/corpus-v2/corpus.json ] || exec "$py" -m train.data.build_corpus --out data/corpus-v2 --hours 4 \
       --seed 0 --version 2 --jobs 2 ;;
-  presto-l) dsm presto_l runs/tiny/presto_l-v3 ;;
-  ase) dsm ase runs/tiny/ase-v3 ;;
+  presto-l) dsm presto_l runs/tiny/presto_l-v4 ;;
+  ase) dsm ase runs/tiny/ase-v4 ;;
   presto-ls | presto-s)
     spec=$(run_of "$1")
     read -r stage run gen lr <<< "$spec"
