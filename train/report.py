@@ -55,8 +55,9 @@ from presto_core.errors import PrestoError, check_number
 from presto_core.pipeline import PrestoPipeline
 from presto_core.request import LIMITS
 from train.data.augment import rms_normalize
-from train.data.dataset import load_audio, load_mono
-from train.evaluation.clips import clamp_bpm, embed_audio, embed_text, generate_set, heldout_records
+from train.data.dataset import load_audio
+from train.evaluation.clips import (CROP_START_S, TARGET_DB, clamp_bpm, embed_audio, embed_text, generate_set,
+                                    heldout_records, load_crop)
 from train.evaluation.figure import comparison_figure
 from train.evaluation.grid import grid_section
 from train.evaluation.pitch import chroma_correlation, tonal_clarity
@@ -66,23 +67,12 @@ from train.evaluation.stereo import stereo_scores, width_summary
 from train.evaluation.notes import onsets_per_second, pitch_class_count
 from train.evaluation.tempo import BANDS, band_name, beat_salience, measure_tempo, strict_match, tempo_match
 
-TARGET_DB = -20.0  # training loudness of every crop (train.data.dataset, train.vae)
-CROP_START_S = 4.0  # skips count-ins and fade-ins
 LOWPASS_HZ = 4000.0
 OCTAVES = (0.5, 1.0, 2.0)
 
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
-
-
-def load_crop(path: str, sample_rate: int, seconds: float, start_s: float = CROP_START_S) -> np.ndarray:
-    """Mono float32 crop, shape (round(seconds * sample_rate),), from ``start_s`` into the file (earlier
-    if the file ends sooner; zero-padded if shorter than ``seconds``), RMS-normalised to -20 dBFS."""
-    start = min(start_s, max(sf.info(path).duration - seconds, 0.0))
-    n = int(round(seconds * sample_rate))
-    wav = load_mono(path, sample_rate, start, seconds)[:n]
-    return rms_normalize(np.pad(wav, (0, n - len(wav))), TARGET_DB)
 
 
 def normalized(clips: list[np.ndarray]) -> list[np.ndarray]:
@@ -388,7 +378,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     if args.grid_seconds:
         t = time.perf_counter()
         report["grid"] = grid_section(pipe, args.variant, items, args.num, min(args.grid_seconds, pipe.max_duration),
-                                      args.seed, load_crop, steps=steps)
+                                      args.seed, steps=steps)
         timings["grid"] = time.perf_counter() - t
     return report
 

@@ -1,5 +1,5 @@
-"""Evaluation clips: the held-out prompts of a corpus, one generation per prompt, and their CLAP
-embeddings (train.eval, train.report, train.edit_report)."""
+"""Evaluation clips: the held-out prompts of a corpus, crops of their audio, one generation per
+prompt, and their CLAP embeddings (train.eval, train.report, train.edit_report)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,23 @@ from presto_core.request import LIMITS
 from train.data.augment import rms_normalize
 from train.data.dataset import load_mono, read_metadata
 
+TARGET_DB = -20.0  # training loudness of every crop (train.data.dataset, train.vae)
+CROP_START_S = 4.0  # skips count-ins and fade-ins
+
 
 def clamp_bpm(bpm: float) -> float:
     """A BPM label clamped into the range a generation request accepts (presto_core.request.LIMITS)."""
     lo, hi = LIMITS["bpm"]
     return float(min(max(bpm, lo), hi))
+
+
+def load_crop(path: str, sample_rate: int, seconds: float, start_s: float = CROP_START_S) -> np.ndarray:
+    """Mono float32 crop, shape (round(seconds * sample_rate),), from ``start_s`` into the file (earlier
+    if the file ends sooner; zero-padded if shorter than ``seconds``), RMS-normalised to -20 dBFS."""
+    start = min(start_s, max(sf.info(path).duration - seconds, 0.0))
+    n = int(round(seconds * sample_rate))
+    wav = load_mono(path, sample_rate, start, seconds)[:n]
+    return rms_normalize(np.pad(wav, (0, n - len(wav))), TARGET_DB)
 
 
 def embed_audio(scorer, clips: list[np.ndarray], sr: int, batch: int = 8) -> np.ndarray:

@@ -11,19 +11,19 @@
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
 
-from train.evaluation.clips import clamp_bpm, generate_set
-from train.evaluation.seams import HOP, bar_pattern, beat_phase_drift
+from train.evaluation.clips import clamp_bpm, generate_set, load_crop
+from train.evaluation.seams import HOP, bar_pattern, beat_phase_drift, onset_envelope
 
 ON_GRID_MS = 50.0  # |offset| below this counts as on the asked grid
 
 
-def grid_offset_ms(wav: np.ndarray, sr: int, bpm: float, bin_s: float = 0.005) -> float:
+def grid_offset_ms(wav: np.ndarray, sr: int, bpm: float, bin_s: float = 0.005, env: np.ndarray | None = None) -> float:
     """Phase (ms, in [-beat / 2, beat / 2)) of the strongest onset in the beat-folded onset envelope
-    of mono ``wav``, against beats at 0, 60 / bpm, 120 / bpm ... seconds."""
-    env = librosa.onset.onset_strength(y=np.asarray(wav, dtype=np.float32), sr=sr, hop_length=HOP)
+    of mono ``wav``, against beats at 0, 60 / bpm, 120 / bpm ... seconds (``env``: its
+    :func:`onset_envelope`, when already computed)."""
+    env = onset_envelope(wav, sr) if env is None else env
     beat_s = 60.0 / bpm
     pat = bar_pattern(env, HOP / sr, 0.0, env.size * HOP / sr, beat_s, bin_s)
     phase = (int(np.argmax(pat)) + 0.5) * bin_s
@@ -33,9 +33,10 @@ def grid_offset_ms(wav: np.ndarray, sr: int, bpm: float, bin_s: float = 0.005) -
 def clip_grid(wav: np.ndarray, sr: int, bpm: float) -> dict:
     """{"max_drift_ms", "end_drift_ms", "offset_ms"} of one clip (four drift segments)."""
     seconds = wav.shape[-1] / sr
-    drift = beat_phase_drift(wav, sr, bpm, segment_s=seconds / 4)
+    env = onset_envelope(wav, sr)  # both measures read the same envelope
+    drift = beat_phase_drift(wav, sr, bpm, segment_s=seconds / 4, env=env)
     return {"max_drift_ms": drift["max_drift_ms"], "end_drift_ms": drift["end_drift_ms"],
-            "offset_ms": grid_offset_ms(wav, sr, bpm)}
+            "offset_ms": grid_offset_ms(wav, sr, bpm, env=env)}
 
 
 def summary(name: str, rows: list[dict]) -> dict:
@@ -46,11 +47,10 @@ def summary(name: str, rows: list[dict]) -> dict:
             "abs_offset_ms": float(np.median(off)), "on_grid": float(np.mean(off < ON_GRID_MS))}
 
 
-def grid_section(pipe, variant: str, items: list[dict], num: int, seconds: float, seed: int, load_crop,
+def grid_section(pipe, variant: str, items: list[dict], num: int, seconds: float, seed: int,
                  steps: int | None = None) -> dict:
     """Drift and offset of ``num`` generated clips of ``seconds`` (one per held-out prompt, seeds
-    seed, seed + 1 ...) and of the held-out pieces' first ``seconds`` (``load_crop(path, sr,
-    seconds, start_s)`` -> mono audio)."""
+    seed, seed + 1 ...) and of the held-out pieces' first ``seconds``."""
     sr = pipe.sample_rate
     clips, _ = generate_set(pipe, variant, items, num, seconds, seed, steps=steps)
     gen = [clip_grid(c, sr, clamp_bpm(items[i % len(items)]["bpm"])) for i, c in enumerate(clips)]

@@ -108,8 +108,13 @@ def bar_pattern(env: np.ndarray, frame_s: float, start_s: float, end_s: float, b
     return pat - pat.mean()
 
 
+def onset_envelope(wav: np.ndarray, sr: int) -> np.ndarray:
+    """librosa's onset strength of mono ``wav`` at hop :data:`HOP` (frames of HOP / sr seconds)."""
+    return librosa.onset.onset_strength(y=np.asarray(wav, dtype=np.float32), sr=sr, hop_length=HOP)
+
+
 def beat_phase_drift(wav: np.ndarray, sr: int, bpm: float, beats_per_bar: float = 4.0,
-                     segment_s: float = 20.0, bin_s: float = 0.005) -> dict:
+                     segment_s: float = 20.0, bin_s: float = 0.005, env: np.ndarray | None = None) -> dict:
     """How far the beat grid moves against an exact grid at ``bpm`` over mono ``wav``.
 
     Each ``segment_s`` segment's onset envelope is folded on the bar period at ``bpm``
@@ -117,8 +122,8 @@ def beat_phase_drift(wav: np.ndarray, sr: int, bpm: float, beats_per_bar: float 
     with the first segment's pattern. Matching the whole bar pattern, not one pulse, keeps an
     off-beat accent from reading as half a beat of drift. Music at exactly ``bpm`` scores 0 ms;
     a tempo off by 0.1 % drifts 20 ms per 20 s. Returns {"drift_ms" (per segment), "max_drift_ms",
-    "end_drift_ms"}."""
-    env = librosa.onset.onset_strength(y=np.asarray(wav, dtype=np.float32), sr=sr, hop_length=HOP)
+    "end_drift_ms"}. ``env``: :func:`onset_envelope` of ``wav`` when the caller already has it."""
+    env = onset_envelope(wav, sr) if env is None else env
     frame_s = HOP / sr
     beat_s = 60.0 / bpm
     bar_s = beat_s * beats_per_bar
