@@ -22,7 +22,7 @@ import torch
 from presto_core.dit import DiT, DiTConfig
 from presto_core.edm import Precond
 from train.data.dataset import collate
-from train.diffusion.common import check_same_architecture, latent_caches, load_dit, prepare_latent_data
+from train.diffusion.common import check_same_architecture, grown_dit, latent_caches, load_dit, prepare_latent_data
 from train.diffusion.configs import BaseStageConfig
 from train.diffusion.losses import masked_dsm_loss
 from train.diffusion.model_folder import BASE, export_stage
@@ -37,12 +37,10 @@ def load_init(path: str, model_cfg: DiTConfig) -> DiT:
     dit, _ = load_dit(path, "base.init")
     if model_cfg.beat_grid and not dit.cfg.beat_grid:
         check_same_architecture(dataclasses.replace(dit.cfg, beat_grid=True), model_cfg, f"base.init={path}")
-        grid = DiT(model_cfg)
-        missing, unexpected = grid.load_state_dict(dit.state_dict(), strict=False)
-        if unexpected or any(not k.startswith("grid_proj.") for k in missing):
-            raise ConfigError(f"base.init={path} does not fit a beat-grid DiT: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
-        return grid
+        try:
+            return grown_dit(dit, model_cfg, ("grid_proj.",))
+        except ValueError as e:
+            raise ConfigError(f"base.init={path} does not fit a beat-grid DiT: {e}") from None
     check_same_architecture(dit.cfg, model_cfg, f"base.init={path}")
     return dit
 

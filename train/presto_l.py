@@ -31,7 +31,7 @@ from presto_core.budget import DropSchedule
 from presto_core.dit import DiT, DiTConfig
 from presto_core.edm import Precond
 from train.data.dataset import collate
-from train.diffusion.common import load_dit, prepare_latent_data
+from train.diffusion.common import grown_dit, load_dit, prepare_latent_data
 from train.diffusion.configs import METHODS, PrestoLStageConfig
 from train.diffusion.losses import presto_l_loss
 from train.diffusion.model_folder import export_stage, variant_dict
@@ -56,12 +56,11 @@ def init_from_base(base: DiT, method: str = "presto_l") -> DiT:
     """A new DiT for ``method`` holding ``base``'s weights; only the (zero-initialised) budget
     modules are new, so it computes exactly what ``base`` computes (at any drop count, for the
     same drop mode). Draws from the global torch RNG (the budget hidden layer's init)."""
-    model = DiT(layer_drop_config(base.cfg, method))
-    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("budget_") for k in missing):
-        raise ValueError(f"base weights do not fit the {method} model: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model
+    cfg = layer_drop_config(base.cfg, method)
+    try:
+        return grown_dit(base, cfg, ("budget_",))
+    except ValueError as e:
+        raise ValueError(f"base weights do not fit the {method} model: {e}") from None
 
 
 def dropping_denoiser(model, schedule):

@@ -104,6 +104,18 @@ def dit_config(path: str, key: str) -> dict:
     return data["config"]
 
 
+def grown_dit(source: DiT, cfg: DiTConfig, new: tuple[str, ...]) -> DiT:
+    """A DiT of ``cfg`` holding ``source``'s weights, where only modules whose names start with one
+    of ``new`` may be absent from ``source`` (they keep their initialisation, zero where it makes
+    the new model compute what ``source`` computes). Draws from the global torch RNG (their init).
+    Raises ValueError naming the missing and unexpected weights otherwise."""
+    model = DiT(cfg)
+    missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+    if unexpected or any(not k.startswith(new) for k in missing):
+        raise ValueError(f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model
+
+
 def check_same_architecture(found: DiTConfig | dict, expected: DiTConfig | dict, what: str) -> None:
     """ConfigError naming the differing fields unless two DiT configs are equal; ``what`` names the
     component that was checked (e.g. ``base.init=DIR``)."""
