@@ -44,7 +44,8 @@ from presto_core.music import bar_seconds, loop_on_bars
 from presto_core.pipeline import PrestoPipeline
 from train.evaluation.clips import clamp_bpm, heldout_records
 from train.evaluation.reporting import command_line, machine_info, markdown_table, run_reported
-from train.evaluation.seams import beat_phase_drift, pooled_ratio, seam_jumps
+from train.evaluation.grid import ON_GRID_MS, segment_offsets_ms
+from train.evaluation.seams import beat_phase_drift, onset_envelope, pooled_ratio, seam_jumps
 
 TS = "4/4"
 SEED_BARS = 4
@@ -76,7 +77,12 @@ def extend_row(pipe, item: dict, seed: int, total: float, variant: str, strength
     joins = [w["join_s"] for w in res.windows]
     n_bars = have + add
     seams = seam_jumps(mono, pipe.sample_rate, joins, _bar_lines(n_bars, bar_s))
-    drift = beat_phase_drift(mono, pipe.sample_rate, bpm, segment_s=min(DRIFT_SEGMENT_S, mono.size / pipe.sample_rate / 4))
+    seg_s = min(DRIFT_SEGMENT_S, mono.size / pipe.sample_rate / 4)
+    env = onset_envelope(mono, pipe.sample_rate)  # both beat measures read the same envelope
+    drift = beat_phase_drift(mono, pipe.sample_rate, bpm, segment_s=seg_s, env=env)
+    # Where each segment's beats fall against the asked grid from the first sample: drift says the
+    # grid moved, this says whether the beats are still on the grid the windows were given.
+    offsets = segment_offsets_ms(mono, pipe.sample_rate, bpm, seg_s, env=env)
     claps = [w["clap"] for w in res.windows if w["clap"] is not None]
     # The same measure inside one window, where no join can move the beat: the model's own wander.
     one = pipe.generate(prompt=item["prompt"], bpm=bpm, duration=pipe.max_duration, seed=seed, variant=variant,
@@ -85,7 +91,8 @@ def extend_row(pipe, item: dict, seed: int, total: float, variant: str, strength
     return {"prompt": item["prompt"], "bpm": bpm, "seconds": mono.size / pipe.sample_rate, "windows": len(joins),
             "wall_s": wall, "extend": seams,
             "max_drift_ms": drift["max_drift_ms"], "end_drift_ms": drift["end_drift_ms"],
-            "drift_ms": drift["drift_ms"], "window_drift_ms": window_drift, "clap_first": claps[0] if claps else None,
+            "drift_ms": drift["drift_ms"], "window_drift_ms": window_drift, "offsets_ms": offsets,
+            "end_offset_ms": offsets[-1], "on_grid": float(np.mean(np.abs(offsets) < ON_GRID_MS)), "clap_first": claps[0] if claps else None,
             "clap_last": claps[-1] if claps else None, "clap_min": min(claps) if claps else None,
             "_piece": res.clips[0].audio}, src
 
@@ -235,11 +242,19 @@ def render_markdown(rep: dict) -> str:
     rep["summary"] = summary
     lines += ["", "## Long pieces", "",
               "Beat drift: change of the beat-grid phase at the asked BPM from the first 20 s segment (ms); "
-              "'one window, no joins': the same over one window-long clip in quarters. "
+              "'one window, no joins': the same over one window-long clip in quarters. Offset: where each "
+              f"segment's beats fall against beats at the asked BPM from the first sample; on the grid: the "
+              f"segments within {ON_GRID_MS:g} ms. "
               "CLAP: the score of each window's new audio against the prompt.", ""]
+    med = {k: float(np.median([r[k] for r in rows])) for k in ("max_drift_ms", "end_drift_ms", "window_drift_ms")}
+    lines += [f"Medians over {len(rows)} pieces: max drift {med['max_drift_ms']:.1f} ms, end drift "
+              f"{med['end_drift_ms']:.1f} ms, one window {med['window_drift_ms']:.1f} ms; segments on the grid "
+              f"{np.mean([r['on_grid'] for r in rows]):.0%}.", ""]
+    rep["long_summary"] = {**med, "on_grid": float(np.mean([r["on_grid"] for r in rows]))}
     lines += markdown_table(rows, [("prompt", "Prompt"), ("bpm", "BPM"), ("seconds", "Seconds"),
                                    ("windows", "Windows"), ("wall_s", "Wall s"), ("max_drift_ms", "Max drift ms"),
-                                   ("end_drift_ms", "End drift ms"), ("window_drift_ms", "One window, no joins: ms"), ("clap_first", "CLAP first"),
+                                   ("end_drift_ms", "End drift ms"), ("window_drift_ms", "One window, no joins: ms"),
+                                   ("end_offset_ms", "End offset ms"), ("on_grid", "On the grid"), ("clap_first", "CLAP first"),
                                    ("clap_last", "CLAP last"), ("clap_min", "CLAP min"),
                                    ("unchanged_outside", "Replace: outside unchanged")])
     lines += ["", "## Wall time by length", "", "Extending the first seed clip, median of repeats.", ""]

@@ -31,4 +31,9 @@ def test_edit_report_end_to_end(tmp_path, capsys):
     assert row["seconds"] == pytest.approx(24.0) and row["windows"] >= 3 and row["unchanged_outside"] is True
     assert [r["seconds"] for r in rep["scaling"]] == [pytest.approx(12.0), pytest.approx(24.0)]
     assert {s["name"].split(":")[0] for s in rep["summary"]} >= {"extend", "loop, made to loop"}
+    # one offset per drift segment, each within half a beat; the share on the grid is one of them
+    beat_ms = 60000 / 120
+    assert len(row["offsets_ms"]) == len(row["drift_ms"]) and all(abs(o) <= beat_ms / 2 for o in row["offsets_ms"])
+    assert row["on_grid"] in {k / len(row["offsets_ms"]) for k in range(len(row["offsets_ms"]) + 1)}
+    assert rep["long_summary"]["on_grid"] == row["on_grid"] and "Medians over 1 pieces" in md
     assert main(["--model", str(model), "--corpus", str(corpus), "--total", "5"]) == 2

@@ -19,15 +19,29 @@ from train.evaluation.seams import HOP, bar_pattern, beat_phase_drift, onset_env
 ON_GRID_MS = 50.0  # |offset| below this counts as on the asked grid
 
 
-def grid_offset_ms(wav: np.ndarray, sr: int, bpm: float, bin_s: float = 0.005, env: np.ndarray | None = None) -> float:
+def grid_offset_ms(wav: np.ndarray, sr: int, bpm: float, bin_s: float = 0.005, env: np.ndarray | None = None,
+                   start_s: float = 0.0, end_s: float | None = None) -> float:
     """Phase (ms, in [-beat / 2, beat / 2)) of the strongest onset in the beat-folded onset envelope
-    of mono ``wav``, against beats at 0, 60 / bpm, 120 / bpm ... seconds (``env``: its
-    :func:`onset_envelope`, when already computed)."""
+    of mono ``wav`` between ``start_s`` and ``end_s`` (default: all of it), against beats at 0,
+    60 / bpm, 120 / bpm ... seconds from the first sample (``env``: its :func:`onset_envelope`, when
+    already computed)."""
     env = onset_envelope(wav, sr) if env is None else env
     beat_s = 60.0 / bpm
-    pat = bar_pattern(env, HOP / sr, 0.0, env.size * HOP / sr, beat_s, bin_s)
+    end_s = env.size * HOP / sr if end_s is None else end_s
+    pat = bar_pattern(env, HOP / sr, start_s, end_s, beat_s, bin_s)
     phase = (int(np.argmax(pat)) + 0.5) * bin_s
     return float(((phase + beat_s / 2) % beat_s - beat_s / 2) * 1000.0)
+
+
+def segment_offsets_ms(wav: np.ndarray, sr: int, bpm: float, segment_s: float,
+                       env: np.ndarray | None = None) -> list[float]:
+    """:func:`grid_offset_ms` of each whole ``segment_s`` segment of mono ``wav``, every one against
+    the same grid from the first sample: a long piece whose beats stay on the asked grid reads the
+    same offset throughout, one whose grid moves reads it moving."""
+    env = onset_envelope(wav, sr) if env is None else env
+    dur = env.size * HOP / sr
+    starts = np.arange(0.0, dur - segment_s + 1e-9, segment_s)
+    return [grid_offset_ms(wav, sr, bpm, env=env, start_s=float(s0), end_s=float(s0 + segment_s)) for s0 in starts]
 
 
 def clip_grid(wav: np.ndarray, sr: int, bpm: float) -> dict:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests.train.evaluation.test_seams import SR, clicks
-from train.evaluation.grid import clip_grid, grid_offset_ms, summary
+from train.evaluation.grid import clip_grid, grid_offset_ms, segment_offsets_ms, summary
 
 
 def test_a_click_track_on_the_grid_has_no_offset_and_no_drift():
@@ -30,6 +30,17 @@ def test_a_wandering_grid_drifts():
     late = np.concatenate([x[:half], np.zeros(int(0.12 * SR), np.float32), x[half:]])[:x.size]
     g = clip_grid(late, SR, 120)
     assert g["end_drift_ms"] == pytest.approx(120, abs=15)
+
+
+def test_segment_offsets_follow_a_grid_that_moves():
+    # 60 s at 120 BPM, 150 ms late from 30 s on: the first segments read 0, the last 150 ms
+    x = clicks(120, 60)
+    half = x.size // 2
+    late = np.concatenate([x[:half], np.zeros(int(0.15 * SR), np.float32), x[half:]])[:x.size]
+    steady = segment_offsets_ms(x, SR, 120, 20.0)
+    moved = segment_offsets_ms(late, SR, 120, 20.0)
+    assert len(steady) == len(moved) == 3 and max(abs(o) for o in steady) <= 15
+    assert abs(moved[0]) <= 15 and moved[2] == pytest.approx(150, abs=15)
 
 
 def test_summary_medians_and_share_on_the_grid():
