@@ -41,7 +41,10 @@ dsm() {  # dsm METHOD OUT: Presto-L or ASE, trained by score matching from the b
 # A Presto-LS warm-started from the shipped one (runs/tiny/presto_ls-v3, 2e-5, 3049 iterations, sessions
 # 12-13) kept the shipped model's double-time slow tempos (40-95 BPM strict 17 % at 2500 iterations, the
 # shipped 17 %), so every variant starts from the base or the Presto-L distilled from it.
+# Presto-L v4 is shipped (sixteenth session): when its run folder is lost, the shipped one is the same
+# checkpoint (int8 weights dequantized at load).
 L=runs/tiny/presto_l-v4/export/presto_l
+[ -d "$L" ] || L=$A/presto_l
 run_of() {  # the run folder, generator and lr of a variant
   case $1 in
     presto-ls) echo "presto_ls runs/tiny/presto_ls-v5 $L 4e-5" ;;
