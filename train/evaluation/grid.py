@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from train.evaluation.clips import clamp_bpm, generate_set, load_crop
-from train.evaluation.seams import HOP, bar_pattern, beat_phase_drift, onset_envelope
+from train.evaluation.seams import HOP, bar_pattern, beat_phase_drift, onset_envelope, segment_starts
 
 ON_GRID_MS = 50.0  # |offset| below this counts as on the asked grid
 
@@ -39,9 +39,8 @@ def segment_offsets_ms(wav: np.ndarray, sr: int, bpm: float, segment_s: float,
     the same grid from the first sample: a long piece whose beats stay on the asked grid reads the
     same offset throughout, one whose grid moves reads it moving."""
     env = onset_envelope(wav, sr) if env is None else env
-    dur = env.size * HOP / sr
-    starts = np.arange(0.0, dur - segment_s + 1e-9, segment_s)
-    return [grid_offset_ms(wav, sr, bpm, env=env, start_s=float(s0), end_s=float(s0 + segment_s)) for s0 in starts]
+    return [grid_offset_ms(wav, sr, bpm, env=env, start_s=float(s0), end_s=float(s0 + segment_s))
+            for s0 in segment_starts(env, sr, segment_s)]
 
 
 def clip_grid(wav: np.ndarray, sr: int, bpm: float) -> dict:

@@ -113,6 +113,12 @@ def onset_envelope(wav: np.ndarray, sr: int) -> np.ndarray:
     return librosa.onset.onset_strength(y=np.asarray(wav, dtype=np.float32), sr=sr, hop_length=HOP)
 
 
+def segment_starts(env: np.ndarray, sr: int, segment_s: float) -> np.ndarray:
+    """Start times (s) of the whole ``segment_s`` segments of an :func:`onset_envelope` of audio at
+    ``sr``: the segments every per-segment beat measure reads, so their lists line up."""
+    return np.arange(0.0, env.size * HOP / sr - segment_s + 1e-9, segment_s)
+
+
 def beat_phase_drift(wav: np.ndarray, sr: int, bpm: float, beats_per_bar: float = 4.0,
                      segment_s: float = 20.0, bin_s: float = 0.005, env: np.ndarray | None = None) -> dict:
     """How far the beat grid moves against an exact grid at ``bpm`` over mono ``wav``.
@@ -128,7 +134,7 @@ def beat_phase_drift(wav: np.ndarray, sr: int, bpm: float, beats_per_bar: float 
     beat_s = 60.0 / bpm
     bar_s = beat_s * beats_per_bar
     dur = env.size * frame_s
-    starts = np.arange(0.0, dur - segment_s + 1e-9, segment_s)
+    starts = segment_starts(env, sr, segment_s)
     pats = [bar_pattern(env, frame_s, s0, s0 + segment_s, bar_s, bin_s) for s0 in starts]
     if len(pats) < 2:
         raise ValueError(f"beat drift needs at least two {segment_s:g} s segments, the audio lasts {dur:.1f} s")
