@@ -43,6 +43,11 @@ dsm() {  # dsm METHOD OUT: Presto-L or ASE, trained by score matching from the b
 # shipped 17 %), so every variant starts from the base or the Presto-L distilled from it.
 # Presto-L v4 is shipped (sixteenth session): when its run folder is lost, the shipped one is the same
 # checkpoint (int8 weights dequantized at load).
+# Seventeenth session: runs/ was lost with presto_ls-v5 at iteration 4837 and presto_s-v4 at 1807;
+# presto_ls-v5 was started again from the beginning (the same seeded run, generator = the shipped
+# Presto-L v4, teacher = the shipped base v3) and stopped at 517: on that AVX2 machine (fp32) an
+# iteration took 5.0 s on one thread, 3.4 s on two, so 2000 updates need more than one session
+# (train/README.md, "Why the long distillations do not finish").
 L=runs/tiny/presto_l-v4/export/presto_l
 [ -d "$L" ] || L=$A/presto_l
 run_of() {  # the run folder, generator and lr of a variant
